@@ -1,0 +1,339 @@
+"""Typed, frozen settings loaded from YAML, with environment overrides.
+
+The composition root (the CLI) calls :func:`load_settings` once and passes the
+resulting :class:`Settings` down; nothing else reads files or the environment
+for configuration.
+
+Rules:
+
+* Unknown keys and bad values are rejected with a :class:`~node.errors.ConfigError`
+  whose message names the file (or environment variable) and the dotted key.
+* Relative paths written in a config file resolve against that file's folder.
+  Built-in defaults (used for keys the file leaves out) resolve against the
+  working directory the node was started from.
+* Any setting can be overridden by an environment variable named
+  ``BREAST_NODE__<SECTION>__<KEY>`` (double underscores separate levels, names
+  are case-insensitive), for example ``BREAST_NODE__NODE__PORT=11113``. The
+  value is parsed as YAML, so ``[a, b]`` gives a list and ``11113`` an integer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from node.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "CompletionSettings",
+    "DicomDestination",
+    "Destination",
+    "FolderDestination",
+    "LoggingSettings",
+    "NodeSettings",
+    "Settings",
+    "StorageSettings",
+    "check_ae_title",
+    "load_settings",
+]
+
+ENV_PREFIX = "BREAST_NODE__"
+
+_SECRET_WORDS = ("password", "secret", "token", "passphrase")
+
+
+# --------------------------------------------------------------------------- #
+# Value types
+# --------------------------------------------------------------------------- #
+def check_ae_title(value: str) -> str:
+    """Validate a DICOM Application Entity title (PS3.5 table 6.2-1, VR AE).
+
+    At most 16 characters of the default character repertoire, no backslash and
+    no control characters; leading and trailing spaces are not significant and
+    are removed. Returns the normalised title.
+    """
+    if not isinstance(value, str):
+        raise ValueError("AE title must be a string")
+    stripped = value.strip(" ")
+    if not stripped:
+        raise ValueError("AE title must not be empty")
+    if len(stripped) > 16:
+        raise ValueError(f"AE title {stripped!r} is longer than 16 characters")
+    for char in stripped:
+        code = ord(char)
+        if char == "\\":
+            raise ValueError(f"AE title {stripped!r} contains a backslash")
+        if code < 0x20 or code == 0x7F:
+            raise ValueError(f"AE title {stripped!r} contains a control character")
+        if code > 0x7E:
+            raise ValueError(
+                f"AE title {stripped!r} has a character outside the DICOM default repertoire"
+            )
+    return stripped
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    if value.is_absolute():
+        return value
+    base = (info.context or {}).get("base_dir") or Path.cwd()
+    return (Path(base) / value).resolve()
+
+
+AETitle = Annotated[str, AfterValidator(check_ae_title)]
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+def _cwd_path(relative: str) -> Path:
+    return (Path.cwd() / relative).resolve()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- #
+# Sections
+# --------------------------------------------------------------------------- #
+class NodeSettings(_Section):
+    """The DICOM listener (our Storage SCP)."""
+
+    ae_title: AETitle = "BREAST_AI"
+    host: str = Field(default="0.0.0.0", min_length=1)
+    port: Port = 11112
+    max_associations: int = Field(default=16, strict=True, ge=1, le=1000)
+    max_pdu: int = Field(default=0, strict=True, ge=0)
+    """Largest PDU we receive, in bytes; 0 means unlimited (fastest for mammograms)."""
+
+
+class StorageSettings(_Section):
+    """Where received instances and the study queue live."""
+
+    database: str = Field(default_factory=lambda: f"sqlite:///{_cwd_path('var/node.db')}")
+    spool: ConfigPath = Field(default_factory=lambda: _cwd_path("var/spool"))
+
+    @field_validator("database")
+    @classmethod
+    def _database_url(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not an SQLAlchemy database URL: {value!r}") from exc
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = Path(url.database).expanduser()
+            if not path.is_absolute():
+                base = (info.context or {}).get("base_dir") or Path.cwd()
+                path = (Path(base) / path).resolve()
+            url = url.set(database=str(path))
+        return url.render_as_string(hide_password=False)
+
+
+class CompletionSettings(_Section):
+    """When a study counts as complete."""
+
+    quiet_seconds: float = Field(default=60.0, gt=0, le=86400)
+    """A study is complete this many seconds after its last instance arrived."""
+
+
+class DicomDestination(_Section):
+    """A DICOM Storage SCP (usually the PACS) that receives our results."""
+
+    name: Name
+    ae_title: AETitle
+    host: str = Field(min_length=1)
+    port: Port
+
+
+class FolderDestination(_Section):
+    """A folder that receives our result files (for sites without a PACS, and demos)."""
+
+    name: Name
+    folder: ConfigPath
+
+
+def _destination_kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "folder" if "folder" in value else "dicom"
+    return "folder" if isinstance(value, FolderDestination) else "dicom"
+
+
+Destination = Annotated[
+    Annotated[DicomDestination, Tag("dicom")] | Annotated[FolderDestination, Tag("folder")],
+    Discriminator(_destination_kind),
+]
+"""A result destination: DICOM (``ae_title``/``host``/``port``) or ``folder``."""
+
+
+class LoggingSettings(_Section):
+    """Structured logging (structlog)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: readable console output on a terminal, JSON lines otherwise."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(_Section):
+    """All of the node's settings. Frozen: pass it around, never mutate it."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    destinations: tuple[Destination, ...] = Field(
+        default_factory=lambda: (
+            FolderDestination(name="results-folder", folder=_cwd_path("var/results")),
+        )
+    )
+    model: ConfigPath | None = Field(default_factory=lambda: _cwd_path("models/demo"))
+    """Model folder (card + weights). ``null`` or a missing folder: receive and queue only."""
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _unique_destination_names(self) -> Settings:
+        seen: set[str] = set()
+        for dest in self.destinations:
+            if dest.name in seen:
+                raise ValueError(f"destination name {dest.name!r} is used twice")
+            seen.add(dest.name)
+        return self
+
+    @property
+    def model_available(self) -> bool:
+        """True when a model folder is configured and exists."""
+        return self.model is not None and self.model.is_dir()
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret-looking value masked."""
+        return _mask_secrets(self.model_dump(mode="json"))
+
+
+def _mask_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: ("***" if any(w in key.lower() for w in _SECRET_WORDS) and item else _mask_secrets(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_secrets(item) for item in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        # database URLs with credentials
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", value)
+    return value
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings from ``path`` (or the built-in defaults) plus environment overrides.
+
+    Raises :class:`ConfigError` naming the file (or variable) and the key.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source: str | None = None
+    base_dir = Path.cwd()
+    if path is not None:
+        file = Path(path).expanduser()
+        source = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file ({exc.strerror})", source=file) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"not valid YAML{where}", source=file) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("top level must be a mapping of sections", source=file)
+        data = loaded
+        base_dir = file.resolve().parent
+
+    env_sources = _apply_env(data, env)
+    try:
+        return Settings.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise _config_error(exc, source, env_sources) from None
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Merge ``BREAST_NODE__A__B=value`` into ``data``; return dotted key -> variable name."""
+    applied: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        try:
+            value = yaml.safe_load(env[name]) if env[name] != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError("not a valid YAML value", key=".".join(parts), source=name) from exc
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+        applied[".".join(parts)] = name
+    return applied
+
+
+def _config_error(
+    exc: ValidationError, source: str | None, env_sources: Mapping[str, str]
+) -> ConfigError:
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
+    # pydantic adds the tagged union member's class name to the location; drop it
+    loc = [p for p in loc if p not in {"dicom", "folder"} or p == loc[-1]]
+    key = ".".join(loc) if loc else None
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    elif "input" in error and error["type"] not in {"missing"}:
+        shown = error["input"]
+        if not isinstance(shown, dict | list):
+            message = f"{message} (got {shown!r})"
+    origin = source
+    if key is not None:
+        for dotted, variable in env_sources.items():
+            if key == dotted or key.startswith(dotted + "."):
+                origin = variable
+                break
+    return ConfigError(message, key=key, source=origin or "defaults")
