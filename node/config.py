@@ -46,11 +46,14 @@ from node.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "CompletionSettings",
+    "EligibilityRule",
+    "EligibilitySettings",
     "DicomDestination",
     "Destination",
     "FolderDestination",
     "LoggingSettings",
     "NodeSettings",
+    "QueueSettings",
     "Settings",
     "StorageSettings",
     "check_ae_title",
@@ -126,6 +129,12 @@ class NodeSettings(_Section):
     max_associations: int = Field(default=16, strict=True, ge=1, le=1000)
     max_pdu: int = Field(default=0, strict=True, ge=0)
     """Largest PDU we receive, in bytes; 0 means unlimited (fastest for mammograms)."""
+    acse_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds to wait for association messages (request, release) from the peer."""
+    dimse_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds to wait for the next DIMSE message (C-STORE, C-ECHO) from the peer."""
+    network_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds an idle connection is kept before it is closed."""
 
 
 class StorageSettings(_Section):
@@ -133,6 +142,12 @@ class StorageSettings(_Section):
 
     database: str = Field(default_factory=lambda: f"sqlite:///{_cwd_path('var/node.db')}")
     spool: ConfigPath = Field(default_factory=lambda: _cwd_path("var/spool"))
+    min_free_bytes: int = Field(default=2 * 1024**3, strict=True, ge=0)
+    """Refuse new instances (Out of Resources) when the spool's file system has less free."""
+    max_used_percent: float = Field(default=95.0, gt=0, le=100)
+    """Refuse new instances (Out of Resources) when the spool's file system is fuller."""
+    database_busy_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """SQLite: how long a writer waits for another writer's lock before failing."""
 
     @field_validator("database")
     @classmethod
@@ -155,6 +170,76 @@ class CompletionSettings(_Section):
 
     quiet_seconds: float = Field(default=60.0, gt=0, le=86400)
     """A study is complete this many seconds after its last instance arrived."""
+    force_seconds: float = Field(default=5400.0, gt=0, le=7 * 86400)
+    """A study still receiving this many seconds after its first instance is forced."""
+    force_action: Literal["process", "discard", "ignore"] = "process"
+    """What a forced study does: complete now, be skipped (discarded), or keep waiting."""
+    late_policy: Literal["reprocess", "ignore"] = "reprocess"
+    """An instance for a study whose completion was decided: start a new generation, or
+    store it and do nothing else."""
+    check_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """How often the completion job looks for complete studies."""
+
+
+class QueueSettings(_Section):
+    """How pipeline workers claim studies from the shared queue."""
+
+    lease_seconds: float = Field(default=600.0, gt=0, le=86400)
+    """A claimed study returns to the queue if its worker does not renew within this time."""
+
+
+def _check_uid(value: str) -> str:
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value) or len(value) > 64:
+        raise ValueError(f"{value!r} is not a DICOM UID")
+    return value
+
+
+UID = Annotated[str, AfterValidator(_check_uid)]
+Upper = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9 _]+$")]
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+
+
+class EligibilityRule(_Section):
+    """One rule: a study is inferred when the images that match some rule cover its views.
+
+    An image matches a rule when every criterion the rule names holds for it; an empty
+    list means "any".
+    """
+
+    name: Name
+    calling_ae_titles: tuple[AETitle, ...] = ()
+    modalities: tuple[Upper, ...] = ()
+    sop_classes: tuple[UID, ...] = ()
+    body_parts: tuple[Upper, ...] = ()
+    required_views: tuple[Upper, ...] = ()
+    allow_multiframe: bool = False
+
+
+def _default_rules() -> tuple[EligibilityRule, ...]:
+    return (
+        EligibilityRule(name="mammography", modalities=("MG",), sop_classes=(MG_FOR_PRESENTATION,)),
+        EligibilityRule(
+            name="breast-ultrasound",
+            modalities=("US",),
+            sop_classes=(US_IMAGE,),
+            body_parts=("BREAST",),
+        ),
+    )
+
+
+class EligibilitySettings(_Section):
+    """Which complete studies are inferred; the others are skipped with a reason."""
+
+    rules: tuple[EligibilityRule, ...] = Field(default_factory=_default_rules)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> EligibilitySettings:
+        names = [rule.name for rule in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError("eligibility rule names must be unique")
+        return self
 
 
 class DicomDestination(_Section):
@@ -205,6 +290,8 @@ class Settings(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    eligibility: EligibilitySettings = Field(default_factory=EligibilitySettings)
     destinations: tuple[Destination, ...] = Field(
         default_factory=lambda: (
             FolderDestination(name="results-folder", folder=_cwd_path("var/results")),
