@@ -46,10 +46,10 @@ from node.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "CompletionSettings",
+    "Destination",
+    "DicomDestination",
     "EligibilityRule",
     "EligibilitySettings",
-    "DicomDestination",
-    "Destination",
     "FolderDestination",
     "LoggingSettings",
     "NodeSettings",
@@ -317,13 +317,18 @@ class Settings(_Section):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with every secret-looking value masked."""
-        return _mask_secrets(self.model_dump(mode="json"))
+        masked: dict[str, Any] = _mask_secrets(self.model_dump(mode="json"))
+        return masked
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
 
 
 def _mask_secrets(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            key: ("***" if any(w in key.lower() for w in _SECRET_WORDS) and item else _mask_secrets(item))
+            key: "***" if _is_secret(key) and item else _mask_secrets(item)
             for key, item in value.items()
         }
     if isinstance(value, list):

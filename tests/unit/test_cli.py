@@ -63,10 +63,10 @@ def test_help_lists_every_subcommand() -> None:
     from node.cli import build_parser
 
     parser = build_parser()
-    subparsers = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    subparsers = next(a for a in parser._actions if a.dest == "command")
     names = list(subparsers.choices)  # type: ignore[union-attr]
     assert {"check-config", "serve"} <= set(names)
-    for action in subparsers._choices_actions:  # type: ignore[union-attr]  # noqa: SLF001
+    for action in subparsers._choices_actions:  # type: ignore[union-attr]
         assert action.help, f"{action.dest} has no description"
         assert action.dest in out.stdout
         assert action.help in out.stdout
