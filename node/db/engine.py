@@ -1,0 +1,101 @@
+"""Database engine and schema: SQLite (WAL) by default, PostgreSQL for a shared queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.db.models import Base, SchemaVersion, utcnow
+from node.errors import StorageError
+
+__all__ = ["SCHEMA_VERSION", "SessionFactory", "init_schema", "make_engine", "open_database"]
+
+log = structlog.get_logger(__name__)
+
+SessionFactory = sessionmaker[Session]
+
+
+def _v1(conn: Connection) -> None:
+    # Version 1 is the initial schema; later versions must ALTER, not call create_all.
+    Base.metadata.create_all(conn)
+
+
+#: Forward migrations: index i brings the schema from version i to i + 1.
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> Engine:
+    """An engine for ``url``.
+
+    SQLite: WAL journal, ``synchronous=FULL`` (a committed row survives a crash), a busy
+    timeout, and ``BEGIN IMMEDIATE`` transactions so concurrent writers queue on the lock
+    instead of failing when a read turns into a write.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        parsed,
+        connect_args={"timeout": busy_timeout, "check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=busy_timeout,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def init_schema(engine: Engine) -> int:
+    """Create the schema or migrate it forward; returns the version now in place.
+
+    Raises :class:`StorageError` if the database is newer than this code.
+    """
+    try:
+        with engine.begin() as conn:
+            SchemaVersion.__table__.create(conn, checkfirst=True)
+            current = conn.scalar(select(func.max(SchemaVersion.version))) or 0
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"database schema version {current} is newer than this node "
+                    f"({SCHEMA_VERSION}); upgrade the node"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                _MIGRATIONS[version - 1](conn)
+                conn.execute(
+                    SchemaVersion.__table__.insert().values(version=version, applied_at=utcnow())
+                )
+                log.info("db.migrated", version=version)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot prepare the database: {exc}") from exc
+    return SCHEMA_VERSION
+
+
+def open_database(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> SessionFactory:
+    """Engine + schema + session factory in one call (what the service and CLI use)."""
+    engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size)
+    init_schema(engine)
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,241 @@
+"""The study queue API used by every pipeline stage.
+
+Every function is one transaction. Changes are conditional ``UPDATE``s (``WHERE state =
+... AND generation = ...``), so they are atomic on SQLite and PostgreSQL alike: two
+workers never claim the same study, and a stage whose study was reopened by a late
+instance (a new ``generation``) cannot overwrite the newer state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from node.db.engine import SessionFactory
+from node.db.models import Study, StudyEvent, StudyState, utcnow
+
+__all__ = [
+    "StudyRef",
+    "add_event",
+    "claim_next",
+    "count_by_state",
+    "events_of",
+    "record_event",
+    "recent_studies",
+    "renew_lease",
+    "transition",
+]
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """A snapshot of a study row: what a stage needs to act on it and to change it."""
+
+    id: int
+    study_uid: str
+    accession_number: str | None
+    state: StudyState
+    generation: int
+    instance_count: int
+    reason: str | None
+    first_received_at: datetime
+    last_received_at: datetime
+    state_changed_at: datetime
+    claimed_by: str | None = None
+    lease_expires_at: datetime | None = None
+
+    @classmethod
+    def of(cls, study: Study) -> StudyRef:
+        """The snapshot of an ORM row."""
+        return cls(
+            id=study.id,
+            study_uid=study.study_uid,
+            accession_number=study.accession_number,
+            state=StudyState(study.state),
+            generation=study.generation,
+            instance_count=study.instance_count,
+            reason=study.reason,
+            first_received_at=study.first_received_at,
+            last_received_at=study.last_received_at,
+            state_changed_at=study.state_changed_at,
+            claimed_by=study.claimed_by,
+            lease_expires_at=study.lease_expires_at,
+        )
+
+
+def add_event(session: Session, study_id: int, kind: str, detail: dict[str, Any]) -> None:
+    """Append an event inside the caller's transaction (see :func:`record_event`)."""
+    session.add(
+        StudyEvent(study_id=study_id, at=utcnow(), kind=kind, detail=json.dumps(detail, default=str))
+    )
+
+
+def record_event(
+    session_factory: SessionFactory, study: StudyRef | int, kind: str, detail: dict[str, Any]
+) -> None:
+    """Append ``kind`` (e.g. ``"inference.started"``) with a JSON ``detail`` to the log."""
+    study_id = study if isinstance(study, int) else study.id
+    with session_factory.begin() as session:
+        add_event(session, study_id, kind, detail)
+
+
+def events_of(session_factory: SessionFactory, study_id: int) -> list[tuple[datetime, str, dict[str, Any]]]:
+    """The event log of a study, oldest first: (time, kind, detail)."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(StudyEvent).where(StudyEvent.study_id == study_id).order_by(StudyEvent.id)
+        ).all()
+        return [(row.at, row.kind, json.loads(row.detail)) for row in rows]
+
+
+def claim_next(
+    session_factory: SessionFactory,
+    worker_id: str,
+    from_state: StudyState,
+    to_state: StudyState,
+    lease_seconds: float,
+) -> StudyRef | None:
+    """Claim the oldest study in ``from_state`` (or one in ``to_state`` whose lease expired).
+
+    The claim moves it to ``to_state`` with ``claimed_by = worker_id`` and a lease of
+    ``lease_seconds``; renew it with :func:`renew_lease` while working. Returns ``None``
+    when there is nothing to claim.
+    """
+    now = utcnow()
+    claimable = or_(
+        Study.state == from_state.value,
+        and_(Study.state == to_state.value, Study.lease_expires_at < now),
+    )
+    with session_factory() as session:
+        candidates = session.execute(
+            select(Study.id, Study.state, Study.generation)
+            .where(claimable)
+            .order_by(Study.state_changed_at, Study.id)
+            .limit(8)
+        ).all()
+    for study_id, state, generation in candidates:
+        # rows in from_state carry no claim (every transition releases it); a row already
+        # in to_state is claimable only while its lease stays expired
+        expired = [] if state == from_state.value else [Study.lease_expires_at < now]
+        with session_factory.begin() as session:
+            result = session.execute(
+                update(Study)
+                .where(
+                    Study.id == study_id,
+                    Study.state == state,
+                    Study.generation == generation,
+                    *expired,
+                )
+                .values(
+                    state=to_state.value,
+                    claimed_by=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    state_changed_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            detail = {"worker": worker_id, "from": state, "generation": generation}
+            if state != from_state.value:
+                detail["reclaimed"] = True
+            add_event(session, study_id, "claimed", detail)
+            row = session.get(Study, study_id, populate_existing=True)
+            assert row is not None
+            return StudyRef.of(row)
+    return None
+
+
+def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds: float) -> bool:
+    """Extend the lease of a study this worker holds; False if it lost the claim."""
+    with session_factory.begin() as session:
+        result = session.execute(
+            update(Study)
+            .where(
+                Study.id == study.id,
+                Study.state == study.state.value,
+                Study.generation == study.generation,
+                Study.claimed_by == study.claimed_by,
+            )
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def transition(
+    session_factory: SessionFactory,
+    study: StudyRef,
+    to_state: StudyState,
+    reason: str | None = None,
+    *,
+    unchanged_since: datetime | None = None,
+    session: Session | None = None,
+) -> StudyRef | None:
+    """Move ``study`` from the state it had in the snapshot to ``to_state``; release its claim.
+
+    Conditional on state, generation and claim being unchanged since the snapshot;
+    returns the new snapshot, or ``None`` if someone else changed the study meanwhile
+    (e.g. a late instance reopened it). ``reason`` is recorded for ``failed`` and
+    ``skipped``. ``unchanged_since``: also require that no instance arrived after it
+    (``last_received_at``). ``session``: run inside the caller's transaction.
+    """
+    if session is None:
+        with session_factory.begin() as own:
+            return transition(
+                session_factory, study, to_state, reason, unchanged_since=unchanged_since, session=own
+            )
+    now = utcnow()
+    claim = (
+        Study.claimed_by.is_(None) if study.claimed_by is None else Study.claimed_by == study.claimed_by
+    )
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.state == study.state.value,
+            Study.generation == study.generation,
+            claim,
+            *([] if unchanged_since is None else [Study.last_received_at == unchanged_since]),
+        )
+        .values(
+            state=to_state.value,
+            reason=reason,
+            state_changed_at=now,
+            claimed_by=None,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    detail: dict[str, Any] = {"from": study.state.value, "to": to_state.value}
+    if reason:
+        detail["reason"] = reason
+    add_event(session, study.id, "state", detail)
+    row = session.get(Study, study.id, populate_existing=True)
+    assert row is not None
+    return StudyRef.of(row)
+
+
+def count_by_state(session_factory: SessionFactory) -> dict[str, int]:
+    """Number of studies in each state (every state listed, zeros included)."""
+    counts = {state.value: 0 for state in StudyState}
+    with session_factory() as session:
+        for state, count in session.execute(select(Study.state, func.count()).group_by(Study.state)):
+            counts[state] = int(count)
+    return counts
+
+
+def recent_studies(session_factory: SessionFactory, limit: int = 20) -> list[StudyRef]:
+    """The studies that changed most recently, newest first."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(Study).order_by(Study.state_changed_at.desc(), Study.id.desc()).limit(limit)
+        ).all()
+        return [StudyRef.of(row) for row in rows]

@@ -1,0 +1,1 @@
+"""DICOM networking: our Storage SCP, SCU helpers, presentation contexts and statuses."""

@@ -1,0 +1,45 @@
+"""Presentation contexts: what our SCP accepts and how our SCU proposes."""
+
+from __future__ import annotations
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+__all__ = ["STORAGE_SOP_CLASSES", "add_scp_contexts", "add_scu_contexts"]
+
+#: Every standard storage SOP class (MG For Presentation/Processing, breast tomosynthesis
+#: and projection, US, Secondary Capture, SR, ...).
+STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
+    str(cx.abstract_syntax) for cx in AllStoragePresentationContexts
+)
+
+_UNCOMPRESSED = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+)
+
+
+def add_scp_contexts(ae: AE) -> None:
+    """Accept Verification and every storage SOP class in every transfer syntax.
+
+    Compressed data (JPEG 2000, JPEG-LS, JPEG lossless, RLE, deflate, ...) is accepted and
+    stored as sent: the node never transcodes what it receives.
+    """
+    ae.add_supported_context(Verification, _UNCOMPRESSED)
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+
+
+def add_scu_contexts(ae: AE, pairs: set[tuple[str, str]]) -> None:
+    """Propose one context per (SOP class, transfer syntax) that will be sent.
+
+    Each context offers the file's own transfer syntax first, then explicit and implicit
+    VR little endian for uncompressed files, so the file goes out as it is on disk.
+    At most 128 contexts fit in one association (PS3.8 9.3.2.2).
+    """
+    for sop_class, syntax in sorted(pairs):
+        offered = [syntax]
+        if syntax in _UNCOMPRESSED:
+            offered += [s for s in _UNCOMPRESSED if s != syntax]
+        ae.add_requested_context(sop_class, offered)

@@ -1,0 +1,287 @@
+"""Our Storage SCP: receive C-STORE, write the bytes durably, record them, answer.
+
+The C-STORE handler never decodes pixel data: it reads a handful of header attributes
+from the received bytes (stopping before Pixel Data), writes the bytes exactly as
+received as a DICOM file with file meta (temporary file, fsync, rename, fsync folder),
+records the instance in the database, and only then answers Success.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+from io import BytesIO
+from typing import Any
+
+import structlog
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.exc import SQLAlchemyError
+
+from node.config import Settings
+from node.db import InstanceFacts, SessionFactory, record_instance
+from node.dicom import status
+from node.dicom.contexts import add_scp_contexts
+from node.errors import SpoolFullError, StorageError
+from node.spool import Spool
+
+__all__ = ["StorageSCP", "read_facts"]
+
+log = structlog.get_logger(__name__)
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "AccessionNumber",
+    "Modality",
+    "ImageLaterality",
+    "Laterality",
+    "ViewPosition",
+    "ViewCodeSequence",
+    "BodyPartExamined",
+    "PresentationIntentType",
+    "NumberOfFrames",
+    "SpecificCharacterSet",
+]
+# CID 4014 view codes (SNOMED CT) -> ViewPosition
+_VIEW_CODES = {
+    "399162004": "CC",
+    "399368009": "MLO",
+    "399352003": "ML",
+    "399260004": "LM",
+    "399192008": "XCCL",
+    "399101009": "XCCM",
+    "399196006": "FB",
+    "399188001": "SIO",
+}
+
+
+class DataSetError(ValueError):
+    """The received data set cannot be parsed (Cannot Understand)."""
+
+
+class MissingUIDError(ValueError):
+    """The data set lacks a required UID or contradicts the command (Does Not Match)."""
+
+
+def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return tag >= 0x7FE00000
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def read_header(data: bytes, transfer_syntax: str) -> Dataset:
+    """Parse the header attributes the node needs from a data set, without pixel data.
+
+    Raises :class:`DataSetError` when the bytes are not a parsable data set.
+    """
+    syntax = UID(transfer_syntax)
+    try:
+        implicit = syntax.is_implicit_VR
+        little = syntax.is_little_endian
+        deflated = syntax.is_deflated
+    except ValueError:  # private transfer syntax: encapsulated is explicit little endian
+        implicit, little, deflated = False, True, False
+    try:
+        if deflated:
+            data = zlib.decompress(data, -zlib.MAX_WBITS)
+        ds = read_dataset(
+            BytesIO(data), implicit, little, stop_when=_before_pixels, specific_tags=_HEADER_TAGS
+        )
+        for keyword in _HEADER_TAGS:  # force conversion now, inside the try
+            ds.get(keyword)
+    except Exception as exc:
+        raise DataSetError(f"cannot parse data set: {exc}") from exc
+    return ds
+
+
+def read_facts(
+    data: bytes,
+    *,
+    transfer_syntax: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    calling_ae: str,
+    path: str = "",
+    size_bytes: int = 0,
+) -> InstanceFacts:
+    """The instance's header facts; checks them against the C-STORE command.
+
+    Raises :class:`DataSetError` (unparsable) or :class:`MissingUIDError`.
+    """
+    ds = read_header(data, transfer_syntax)
+    try:
+        uids = {kw: _text(ds, kw) for kw in _HEADER_TAGS[:4]}
+        missing = [kw for kw, value in uids.items() if not value]
+        if missing:
+            raise MissingUIDError(f"data set lacks {', '.join(missing)}")
+        if uids["SOPInstanceUID"] != sop_instance_uid or uids["SOPClassUID"] != sop_class_uid:
+            raise MissingUIDError("data set SOP Class/Instance UID differs from the command")
+        view = _text(ds, "ViewPosition")
+        if view is None and ds.get("ViewCodeSequence"):
+            view = _VIEW_CODES.get(str(ds.ViewCodeSequence[0].get("CodeValue", "")))
+        frames = ds.get("NumberOfFrames")
+        return InstanceFacts(
+            study_uid=str(uids["StudyInstanceUID"]),
+            series_uid=str(uids["SeriesInstanceUID"]),
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
+            transfer_syntax_uid=transfer_syntax,
+            calling_ae=calling_ae,
+            path=path,
+            size_bytes=size_bytes,
+            accession_number=_text(ds, "AccessionNumber"),
+            modality=_text(ds, "Modality"),
+            laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+            view=view,
+            body_part=_text(ds, "BodyPartExamined"),
+            presentation_intent=_text(ds, "PresentationIntentType"),
+            number_of_frames=int(frames) if frames not in (None, "") else 1,
+        )
+    except MissingUIDError:
+        raise
+    except Exception as exc:  # a value that does not convert (bad IS, broken sequence...)
+        raise DataSetError(f"cannot read header attributes: {exc}") from exc
+
+
+class StorageSCP:
+    """The node's DICOM listener: Verification and Storage SCP.
+
+    C-STORE statuses (see :mod:`node.dicom.status`): Success when the instance is on
+    disk and in the database (also for a resent instance); Out of Resources (A700) when
+    the spool is over its watermark; Data Set Does Not Match SOP Class (A900) when UIDs
+    are missing or contradict the command; Cannot Understand (C000) when the data set
+    cannot be parsed; Processing Failure (0110) when the disk or database fails.
+    """
+
+    def __init__(self, settings: Settings, spool: Spool, session_factory: SessionFactory):
+        self.settings = settings
+        self.spool = spool
+        self.session_factory = session_factory
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port listened on (useful when configured as 0)."""
+        if self._server is None:
+            raise RuntimeError("the SCP is not running")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Start listening on ``node.host:node.port`` in background threads."""
+        node = self.settings.node
+        ae = AE(ae_title=node.ae_title)
+        ae.maximum_associations = node.max_associations
+        ae.maximum_pdu_size = node.max_pdu
+        ae.acse_timeout = node.acse_timeout
+        ae.dimse_timeout = node.dimse_timeout
+        ae.network_timeout = node.network_timeout
+        add_scp_contexts(ae)
+        self._server = ae.start_server(
+            (node.host, node.port),
+            block=False,
+            evt_handlers=[
+                (evt.EVT_C_ECHO, self.handle_echo),
+                (evt.EVT_C_STORE, self.handle_store),
+            ],
+        )
+
+    def stop(self) -> None:
+        """Stop listening; associations in progress are closed."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def handle_echo(self, event: evt.Event) -> int:
+        """C-ECHO: always Success."""
+        return status.SUCCESS
+
+    def handle_store(self, event: evt.Event) -> int:
+        """C-STORE: store durably, record, and answer with a named status."""
+        request: Any = event.request
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
+        sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
+        bound = log.bind(calling_ae=calling_ae, sop_instance_uid=sop_instance_uid)
+        try:
+            self.spool.check_space()
+        except SpoolFullError as exc:
+            bound.warning("store.refused", status=status.describe(status.OUT_OF_RESOURCES), reason=str(exc))
+            return status.OUT_OF_RESOURCES
+        except StorageError as exc:
+            bound.error("store.failed", reason=str(exc))
+            return status.OUT_OF_RESOURCES
+        try:
+            return self._store(event, request, calling_ae, bound)
+        except Exception:  # never let a bug abort the sender's association
+            bound.exception("store.failed")
+            return status.PROCESSING_FAILURE
+
+    def _store(self, event: evt.Event, request: Any, calling_ae: str, bound: Any) -> int:
+        file_meta = event.file_meta
+        file_meta.SourceApplicationEntityTitle = calling_ae
+        transfer_syntax = str(file_meta.TransferSyntaxUID)
+        data = event.encoded_dataset(include_meta=False)
+        try:
+            facts = read_facts(
+                data,
+                transfer_syntax=transfer_syntax,
+                sop_class_uid=str(request.AffectedSOPClassUID),
+                sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                calling_ae=calling_ae,
+            )
+        except MissingUIDError as exc:
+            bound.warning(
+                "store.rejected",
+                status=status.describe(status.DATASET_DOES_NOT_MATCH_SOP_CLASS),
+                reason=str(exc),
+            )
+            return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        except DataSetError as exc:
+            bound.warning(
+                "store.rejected", status=status.describe(status.CANNOT_UNDERSTAND), reason=str(exc)
+            )
+            return status.CANNOT_UNDERSTAND
+        bound = bound.bind(study_uid=facts.study_uid)
+
+        meta = DicomBytesIO()
+        write_file_meta_info(meta, file_meta, enforce_standard=True)
+        relative = self.spool.relative_path(facts.study_uid, facts.sop_instance_uid)
+        try:
+            size = self.spool.write(relative, (_PREAMBLE, meta.getvalue(), data))
+        except StorageError as exc:
+            bound.error("store.failed", status=status.describe(status.PROCESSING_FAILURE), reason=str(exc))
+            return status.PROCESSING_FAILURE
+        facts = replace(facts, path=relative, size_bytes=size)
+        try:
+            outcome = record_instance(
+                self.session_factory, facts, late_policy=self.settings.completion.late_policy
+            )
+        except SQLAlchemyError as exc:
+            bound.error(
+                "store.failed",
+                status=status.describe(status.PROCESSING_FAILURE),
+                reason=f"database: {type(exc).__name__}",
+            )
+            return status.PROCESSING_FAILURE
+        bound.info(
+            "instance.stored",
+            outcome=outcome.value,
+            bytes=size,
+            modality=facts.modality,
+            transfer_syntax=transfer_syntax,
+        )
+        return status.SUCCESS

@@ -1,0 +1,150 @@
+"""SCU helpers: C-ECHO a peer and C-STORE files to it (admin commands, tests, results)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from node.dicom import status
+from node.dicom.contexts import add_scu_contexts
+from node.errors import SendError
+
+__all__ = ["Peer", "SendReport", "echo", "expand_paths", "send_files"]
+
+log = structlog.get_logger(__name__)
+
+_MAX_CONTEXTS = 128  # presentation contexts per association (PS3.8 9.3.2.2)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote Application Entity and how we introduce ourselves to it."""
+
+    host: str
+    port: int
+    ae_title: str
+    calling_ae_title: str = "BREAST_AI"
+    timeout: float = 30.0
+
+
+@dataclass
+class SendReport:
+    """What :func:`send_files` did: counts, and each failure with its reason."""
+
+    sent: int = 0
+    bytes: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _ae(peer: Peer) -> AE:
+    ae = AE(ae_title=peer.calling_ae_title)
+    ae.acse_timeout = peer.timeout
+    ae.dimse_timeout = peer.timeout
+    ae.network_timeout = peer.timeout
+    ae.maximum_pdu_size = 0
+    return ae
+
+
+def echo(peer: Peer) -> int:
+    """C-ECHO ``peer``; returns the DIMSE status. Raises :class:`SendError` if unreachable."""
+    ae = _ae(peer)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        raise SendError(f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
+    try:
+        result = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if "Status" not in result:
+        raise SendError(f"no C-ECHO response from {peer.ae_title}@{peer.host}:{peer.port}")
+    return int(result.Status)
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files named directly plus every file under named folders, sorted."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+def send_files(
+    peer: Peer,
+    files: Sequence[Path],
+    progress: Callable[[int, int], None] | None = None,
+) -> SendReport:
+    """C-STORE ``files`` to ``peer`` as they are on disk (no transcoding).
+
+    Files that are not DICOM, and instances the peer refuses (non-success status), are
+    listed in the report's ``failed``. Raises :class:`SendError` when no association can
+    be established.
+    """
+    report = SendReport()
+    headers: list[tuple[Path, str, str]] = []
+    for path in files:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            headers.append((path, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
+        except (InvalidDicomError, AttributeError, OSError) as exc:
+            report.failed.append((path, f"not a DICOM file: {exc}"))
+    done = len(report.failed)
+    for batch in _batches(headers):
+        ae = _ae(peer)
+        add_scu_contexts(ae, {(sop_class, syntax) for _, sop_class, syntax in batch})
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        if not assoc.is_established:
+            raise SendError(f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
+        try:
+            for path, _, _ in batch:
+                reason = _store_one(assoc, path)
+                if reason is None:
+                    report.sent += 1
+                    report.bytes += os.path.getsize(path)
+                else:
+                    report.failed.append((path, reason))
+                done += 1
+                if progress is not None:
+                    progress(done, len(files))
+                if not assoc.is_established:
+                    raise SendError(f"association with {peer.ae_title} was aborted")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    return report
+
+
+def _store_one(assoc: Association, path: Path) -> str | None:
+    try:
+        result = assoc.send_c_store(dcmread(path))
+    except (ValueError, AttributeError) as exc:
+        return str(exc)
+    if "Status" not in result:
+        return "no response (association aborted or timed out)"
+    code = int(result.Status)
+    return None if status.is_success(code) else status.describe(code)
+
+
+def _batches(headers: list[tuple[Path, str, str]]) -> list[list[tuple[Path, str, str]]]:
+    """Split files so each association needs at most 128 presentation contexts."""
+    batches: list[list[tuple[Path, str, str]]] = []
+    contexts: set[tuple[str, str]] = set()
+    for item in headers:
+        pair = (item[1], item[2])
+        if not batches or (pair not in contexts and len(contexts) >= _MAX_CONTEXTS):
+            batches.append([])
+            contexts = set()
+        contexts.add(pair)
+        batches[-1].append(item)
+    return batches

@@ -1,0 +1,1 @@
+"""The pipeline: completion and eligibility, preprocessing, inference, explanation."""

@@ -1,0 +1,123 @@
+"""The spool: received instances on disk, written so that a crash never exposes half a file.
+
+Layout under ``storage.spool``::
+
+    tmp/                                  files being written (emptied at start-up)
+    studies/<StudyInstanceUID>/<SOPInstanceUID>.dcm
+
+A file is written to ``tmp/``, fsynced, renamed into ``studies/`` and the folder is
+fsynced, so a path under ``studies/`` always holds a complete file and survives a crash
+once :meth:`Spool.write` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from node.errors import SpoolFullError, StorageError
+
+__all__ = ["Spool"]
+
+_SAFE_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+
+
+def _component(uid: str) -> str:
+    """A file-name-safe form of a UID: the UID itself when it is well formed."""
+    if _SAFE_UID.match(uid) and ".." not in uid:
+        return uid
+    return "x" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Durable storage of received instances under one root folder."""
+
+    def __init__(self, root: Path, *, min_free_bytes: int = 0, max_used_percent: float = 100.0):
+        self.root = root
+        self.tmp = root / "tmp"
+        self.studies = root / "studies"
+        self.min_free_bytes = min_free_bytes
+        self.max_used_percent = max_used_percent
+
+    def prepare(self) -> int:
+        """Create the folders and delete leftover temporary files; returns how many."""
+        for folder in (self.root, self.tmp, self.studies):
+            folder.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for leftover in self.tmp.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            removed += 1
+        _fsync_dir(self.tmp)
+        return removed
+
+    def relative_path(self, study_uid: str, sop_instance_uid: str) -> str:
+        """Where an instance lives, relative to the spool root (stored in the database)."""
+        return f"studies/{_component(study_uid)}/{_component(sop_instance_uid)}.dcm"
+
+    def path(self, relative: str) -> Path:
+        """The absolute path of a spool-relative path."""
+        return self.root / relative
+
+    def check_space(self) -> None:
+        """Raise :class:`SpoolFullError` when the file system is over either watermark."""
+        try:
+            stat = os.statvfs(self.root)
+        except OSError as exc:
+            raise StorageError(f"cannot stat spool {self.root}: {exc.strerror}") from exc
+        total = stat.f_blocks * stat.f_frsize
+        free = stat.f_bavail * stat.f_frsize
+        used_percent = 100.0 * (total - free) / total if total else 100.0
+        if free < self.min_free_bytes:
+            raise SpoolFullError(f"spool has {free} bytes free, below {self.min_free_bytes}")
+        if used_percent > self.max_used_percent:
+            raise SpoolFullError(
+                f"spool file system is {used_percent:.1f}% used, above {self.max_used_percent}%"
+            )
+
+    def write(self, relative: str, chunks: Iterable[bytes | memoryview]) -> int:
+        """Write ``chunks`` to ``relative`` atomically and durably; returns the size.
+
+        Replaces an existing file of the same name (a resent instance) atomically.
+        Raises :class:`StorageError` when the file system fails.
+        """
+        final = self.root / relative
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        size = 0
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                        size += written
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            folder = final.parent
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(folder.parent)
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
+        return size
