@@ -51,6 +51,7 @@ __all__ = [
     "EligibilityRule",
     "EligibilitySettings",
     "FolderDestination",
+    "InferenceSettings",
     "LoggingSettings",
     "NodeSettings",
     "QueueSettings",
@@ -271,6 +272,33 @@ Destination = Annotated[
 """A result destination: DICOM (``ae_title``/``host``/``port``) or ``folder``."""
 
 
+class InferenceSettings(_Section):
+    """How the model runs: device, batching, precision, TTA and explanations."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when a GPU is present, else CPU."""
+    batch_size: int = Field(default=4, strict=True, ge=1, le=256)
+    """Images per forward pass (across the studies being inferred); bounds memory."""
+    tta: Literal["none", "flip", "multi"] = "flip"
+    tta_views: int = Field(default=5, strict=True, ge=2, le=5)
+    """Views used by ``tta: multi`` (identity, flip, zoom in, zoom out, shift)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto``: bf16 autocast on CUDA, fp32 on CPU."""
+    channels_last: bool = True
+    compile: bool = False
+    """``torch.compile`` the members (slower start, faster steady state on CUDA)."""
+    cam: bool = True
+    """Grad-CAM heat maps and regions for the malignant class."""
+    cam_threshold: float = Field(default=0.5, gt=0, le=1)
+    """A region is where the map is at least this fraction of its maximum."""
+    max_regions: int = Field(default=5, strict=True, ge=0, le=50)
+    breast_aggregation: Literal["max", "mean"] = "max"
+    operating_point: str | None = None
+    """Operating point name from the model card; ``null``: the card's default."""
+    threads: int = Field(default=0, strict=True, ge=0, le=1024)
+    """CPU threads for torch; 0 leaves torch's default."""
+
+
 class LoggingSettings(_Section):
     """Structured logging (structlog)."""
 
@@ -299,6 +327,7 @@ class Settings(_Section):
     )
     model: ConfigPath | None = Field(default_factory=lambda: _cwd_path("models/demo"))
     """Model folder (card + weights). ``null`` or a missing folder: receive and queue only."""
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
