@@ -41,7 +41,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    counts = {label: sum(1 for i in images if i.label == label) for label in ("malignant", "benign", "normal")}
+    counts = {
+        label: sum(1 for i in images if i.label == label)
+        for label in ("malignant", "benign", "normal")
+    }
     print(
         f"wrote {args.studies} {args.modality.upper()} studies, {len(images)} images "
         f"({counts['malignant']} malignant, {counts['benign']} benign, {counts['normal']} normal) "
@@ -61,24 +64,55 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--studies", type=int, default=10, metavar="N", help="number of studies")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (same seed, same bytes)")
-    parser.add_argument("--size", choices=("small", "full"), default=default.size,
-                        help="small: 512x416 for tests; full: 3328x2560 detector size")
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="random seed (same seed, same bytes)"
+    )
+    parser.add_argument(
+        "--size",
+        choices=("small", "full"),
+        default=default.size,
+        help="small: 512x416 for tests; full: 3328x2560 detector size",
+    )
     parser.add_argument("--modality", choices=("mg", "us"), default=default.modality)
-    parser.add_argument("--photometric", choices=("monochrome1", "monochrome2"), default=default.photometric)
-    parser.add_argument("--transfer-syntax", choices=("explicit", "j2k", "jpegls", "jpeg-lossless", "rle"),
-                        default=default.transfer_syntax, help="lossless encoding of the pixel data")
-    parser.add_argument("--mix", type=_mix, default=default.mix, metavar="M,B,N",
-                        help="weights of malignant, benign and normal studies (default: %(default)s)")
-    parser.add_argument("--difficulty", type=float, default=default.difficulty,
-                        help="1.0 default; higher: smaller, fainter lesions")
-    parser.add_argument("--for-processing", action="store_true",
-                        help="also write a For Processing image per view (not in labels.csv)")
-    parser.add_argument("--tomo", action="store_true",
-                        help="also write a multi-frame tomosynthesis-like object per study (not in labels.csv)")
+    parser.add_argument(
+        "--photometric", choices=("monochrome1", "monochrome2"), default=default.photometric
+    )
+    parser.add_argument(
+        "--transfer-syntax",
+        choices=("explicit", "j2k", "jpegls", "jpeg-lossless", "rle"),
+        default=default.transfer_syntax,
+        help="lossless encoding of the pixel data",
+    )
+    parser.add_argument(
+        "--mix",
+        type=_mix,
+        default=default.mix,
+        metavar="M,B,N",
+        help="weights of malignant, benign and normal studies (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        default=default.difficulty,
+        help="1.0 default; higher: smaller, fainter lesions",
+    )
+    parser.add_argument(
+        "--for-processing",
+        action="store_true",
+        help="also write a For Processing image per view (not in labels.csv)",
+    )
+    parser.add_argument(
+        "--tomo",
+        action="store_true",
+        help="also write a multi-frame tomosynthesis-like object per study (not in labels.csv)",
+    )
     parser.add_argument("--split-series", action="store_true", help="one series per view")
-    parser.add_argument("--drop-view", metavar="VIEW", default=None,
-                        help="leave this view out of every study, e.g. L-CC")
+    parser.add_argument(
+        "--drop-view",
+        metavar="VIEW",
+        default=None,
+        help="leave this view out of every study, e.g. L-CC",
+    )
     parser.set_defaults(func=_cmd_synth)
 
 

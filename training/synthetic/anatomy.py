@@ -168,7 +168,12 @@ def _pectoral(grid: Grid, shape: BreastShape, rng: np.random.Generator) -> Float
 
 
 def power_noise(
-    rows: int, cols: int, spacing: float, beta: float, rng: np.random.Generator, low_mm: float = 60.0
+    rows: int,
+    cols: int,
+    spacing: float,
+    beta: float,
+    rng: np.random.Generator,
+    low_mm: float = 60.0,
 ) -> Float:
     """Gaussian noise with a power spectrum falling as ``1/f**beta``, unit variance.
 
@@ -198,7 +203,9 @@ def _radial_streaks(bv: BreastView, rng: np.random.Generator) -> Float:
     angle = np.arctan2(yy, np.maximum(xx, 1.0))
     t_idx = (angle + np.float32(math.pi / 2)) / np.float32(math.pi) * 359.0
     r_idx = np.clip(np.hypot(yy, xx) / np.float32(nipple_col + 1.0), 0.0, 1.5) / 1.5 * 95.0
-    return ndimage.map_coordinates(polar, [t_idx, r_idx], order=1, mode="nearest").astype(np.float32)
+    return ndimage.map_coordinates(polar, [t_idx, r_idx], order=1, mode="nearest").astype(
+        np.float32
+    )
 
 
 def glandular_map(bv: BreastView, rng: np.random.Generator) -> Float:

@@ -78,7 +78,9 @@ def code_item(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str = ExplicitVRLittleEndian) -> FileMetaDataset:
+def file_meta(
+    sop_class: str, sop_instance: str, transfer_syntax: str = ExplicitVRLittleEndian
+) -> FileMetaDataset:
     """File Meta Information with a fixed implementation class UID and version name."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
@@ -244,7 +246,9 @@ def mammography_dataset(
 def _voi(ds: Dataset, pixels: NDArray[np.uint16], bits: int, photometric: str) -> None:
     """Two linear windows, as vendors send: a normal one and a harder one."""
     top = (1 << bits) - 1
-    body = pixels[pixels < top * 0.97] if photometric == "MONOCHROME1" else pixels[pixels > top * 0.03]
+    body = (
+        pixels[pixels < top * 0.97] if photometric == "MONOCHROME1" else pixels[pixels > top * 0.03]
+    )
     if body.size == 0:
         body = pixels.ravel()
     low, high = (float(v) for v in np.percentile(body[::5], [2.0, 99.8]))

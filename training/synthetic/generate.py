@@ -70,7 +70,12 @@ def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[S
     views = [v for v in MG_VIEWS if v != options.dropped]
     for number, (laterality, view) in enumerate(views, start=1):
         rv = render_view(
-            plan.shapes[laterality], laterality, view, grid, plan.lesion, image_rng(plan, laterality, view)
+            plan.shapes[laterality],
+            laterality,
+            view,
+            grid,
+            plan.lesion,
+            image_rng(plan, laterality, view),
         )
         name = f"{laterality}-{view}"
         series_number = number if options.split_series else 1
@@ -86,7 +91,9 @@ def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[S
             instance_number=number,
             sop_instance_uid=identity.uid("image", laterality, view),
             seconds_after_start=seconds,
-            series_description=f"{laterality} {view}" if options.split_series else "Screening mammography",
+            series_description=f"{laterality} {view}"
+            if options.split_series
+            else "Screening mammography",
             photometric=photometric,
             implant=plan.implant,
             thickness_mm=45.0 + 25.0 * plan.shapes[laterality].depth / (grid.cols * grid.spacing),
@@ -128,6 +135,11 @@ def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[S
                 implant=plan.implant,
                 thickness_mm=inst.thickness_mm,
             )
-            fp_ds = mammography_dataset(study, fp, rv.raw, BITS_FOR_PROCESSING, grid.spacing, identity)
-            save(encode(fp_ds, options.transfer_syntax), out / f"{_folder(plan)}/{name}-for-processing.dcm")
+            fp_ds = mammography_dataset(
+                study, fp, rv.raw, BITS_FOR_PROCESSING, grid.spacing, identity
+            )
+            save(
+                encode(fp_ds, options.transfer_syntax),
+                out / f"{_folder(plan)}/{name}-for-processing.dcm",
+            )
     return images

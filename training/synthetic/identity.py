@@ -83,7 +83,10 @@ class StudyIdentity:
     @property
     def patient_age(self) -> str:
         years = self.study_date.year - self.birth_date.year
-        if (self.study_date.month, self.study_date.day) < (self.birth_date.month, self.birth_date.day):
+        if (self.study_date.month, self.study_date.day) < (
+            self.birth_date.month,
+            self.birth_date.day,
+        ):
             years -= 1
         return f"{years:03d}Y"
 

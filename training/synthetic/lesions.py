@@ -159,7 +159,9 @@ def _circumscribed(
     return tissue.astype(np.float32), np.zeros_like(tissue), q <= 1.0
 
 
-def _irregular_q(rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, amp: float) -> Float:
+def _irregular_q(
+    rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, amp: float
+) -> Float:
     phi = np.arctan2(yy, xx)
     wobble = np.ones_like(phi)
     for k in range(2, 9):
@@ -180,8 +182,16 @@ def _irregular(
 
 
 def _spicules(
-    rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float,
-    count: int, inner: float, length: tuple[float, float], width_mm: float,
+    rng: np.random.Generator,
+    yy: Float,
+    xx: Float,
+    r: float,
+    turn: float,
+    spacing: float,
+    count: int,
+    inner: float,
+    length: tuple[float, float],
+    width_mm: float,
 ) -> Float:
     out = np.zeros_like(yy)
     width = np.float32(max(0.6, width_mm / spacing))
@@ -218,7 +228,7 @@ def _distortion(
 ) -> _Drawn:
     count = int(rng.integers(16, 30))
     spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.05, (0.6, 1.2), 0.35)
-    centre = np.exp(-(np.hypot(yy, xx) / np.float32(0.25 * r)) ** 2)
+    centre = np.exp(-((np.hypot(yy, xx) / np.float32(0.25 * r)) ** 2))
     tissue = np.maximum(0.7 * spikes, 0.35 * centre)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (spikes > 0.3) | (centre > 0.5)
@@ -226,7 +236,10 @@ def _distortion(
 
 
 def _calc_dots(
-    rng: np.random.Generator, yy: Float, xx: Float, spacing: float,
+    rng: np.random.Generator,
+    yy: Float,
+    xx: Float,
+    spacing: float,
     points: list[tuple[float, float, float, float]],
 ) -> _Drawn:
     """Calcifications at ``(row, col, radius_mm, elongation)``; brightness in ``calc``."""

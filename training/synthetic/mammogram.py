@@ -66,7 +66,9 @@ def bounding_box(mask: NDArray[np.bool_]) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _window(patch: LesionPatch, shape: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+def _window(
+    patch: LesionPatch, shape: tuple[int, int]
+) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
     """Slices of the image and of the patch where they overlap."""
     h, w = patch.mask.shape
     r0, c0 = max(patch.row, 0), max(patch.col, 0)
@@ -76,7 +78,9 @@ def _window(patch: LesionPatch, shape: tuple[int, int]) -> tuple[tuple[slice, sl
     return image, local
 
 
-def _pull(gland: NDArray[np.float32], center: tuple[float, float], radius: float) -> NDArray[np.float32]:
+def _pull(
+    gland: NDArray[np.float32], center: tuple[float, float], radius: float
+) -> NDArray[np.float32]:
     """Architectural distortion: tissue drawn towards a point (a radial contraction)."""
     half = int(radius * 1.6) + 2
     r0, c0 = max(int(center[0]) - half, 0), max(int(center[1]) - half, 0)

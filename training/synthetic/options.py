@@ -63,7 +63,9 @@ class SynthOptions:
         if self.modality not in ("mg", "us"):
             raise ValueError(f"modality must be 'mg' or 'us', not {self.modality!r}")
         if self.photometric not in ("monochrome1", "monochrome2"):
-            raise ValueError(f"photometric must be monochrome1 or monochrome2, not {self.photometric!r}")
+            raise ValueError(
+                f"photometric must be monochrome1 or monochrome2, not {self.photometric!r}"
+            )
         if self.transfer_syntax not in ("explicit", "j2k", "jpegls", "jpeg-lossless", "rle"):
             raise ValueError(f"unknown transfer_syntax {self.transfer_syntax!r}")
         if len(self.mix) != 3 or any(p < 0 for p in self.mix) or sum(self.mix) <= 0:
@@ -73,7 +75,9 @@ class SynthOptions:
         if self.drop_view is not None:
             views = {f"{lat}-{view}" for lat, view in MG_VIEWS}
             if self.drop_view.upper() not in views:
-                raise ValueError(f"drop_view must be one of {sorted(views)}, not {self.drop_view!r}")
+                raise ValueError(
+                    f"drop_view must be one of {sorted(views)}, not {self.drop_view!r}"
+                )
 
     @property
     def dropped(self) -> tuple[str, str] | None:

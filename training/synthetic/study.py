@@ -49,7 +49,11 @@ class StudyPlan:
         return self.label if self.lesion_side == laterality else "normal"
 
     def lesion_type(self, laterality: str) -> str:
-        return self.lesion.kind if self.lesion is not None and self.lesion_side == laterality else "none"
+        return (
+            self.lesion.kind
+            if self.lesion is not None and self.lesion_side == laterality
+            else "none"
+        )
 
 
 def plan_study(seed: int, index: int, options: SynthOptions, grid: Grid) -> StudyPlan:
@@ -76,7 +80,9 @@ def plan_study(seed: int, index: int, options: SynthOptions, grid: Grid) -> Stud
     if label != "normal":
         lesion = draw_lesion(rng, label, side, options.difficulty)
     implant = bool(rng.random() < 0.02)
-    return StudyPlan(seed, index, identity, label, density, lesion, {"L": shape, "R": other}, implant)
+    return StudyPlan(
+        seed, index, identity, label, density, lesion, {"L": shape, "R": other}, implant
+    )
 
 
 def image_rng(plan: StudyPlan, laterality: str, view: str, kind: int = 0) -> np.random.Generator:
