@@ -8,14 +8,19 @@ returns an exit status: 0 success, 1 a reported error (one line on stderr),
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node import __version__
 from node.config import Settings, load_settings
 from node.errors import NodeError
+
+if TYPE_CHECKING:
+    from node.dicom.scu import Peer
 
 __all__ = ["main"]
 
@@ -57,6 +62,100 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from node.db import count_by_state, open_database, recent_studies
+
+    settings = _settings(args)
+    session_factory = open_database(
+        settings.storage.database, busy_timeout=settings.storage.database_busy_timeout_seconds
+    )
+    counts = count_by_state(session_factory)
+    # studies are identified by Study Instance UID and accession number, never by patient
+    recent = [
+        {
+            "study_uid": study.study_uid,
+            "accession_number": study.accession_number,
+            "state": study.state.value,
+            "reason": study.reason,
+            "generation": study.generation,
+            "instances": study.instance_count,
+            "last_received_at": study.last_received_at.isoformat(),
+            "state_changed_at": study.state_changed_at.isoformat(),
+        }
+        for study in recent_studies(session_factory, limit=args.limit)
+    ]
+    if args.json:
+        print(json.dumps({"studies": counts, "recent": recent}, indent=2))
+        return 0
+    print("  ".join(f"{state}: {count}" for state, count in counts.items()))
+    if recent:
+        print()
+        print(f"{'state':<10} {'gen':>3} {'inst':>5}  {'changed (UTC)':<19}  {'accession':<16} study UID / reason")
+        for row in recent:
+            changed = str(row["state_changed_at"])[:19].replace("T", " ")
+            print(
+                f"{row['state']:<10} {row['generation']:>3} {row['instances']:>5}  {changed:<19}  "
+                f"{row['accession_number'] or '-':<16} {row['study_uid']}"
+                + (f"  ({row['reason']})" if row["reason"] else "")
+            )
+    return 0
+
+
+def _peer(args: argparse.Namespace, settings: Settings) -> Peer:
+    from node.dicom.scu import Peer
+
+    host = args.host or settings.node.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return Peer(
+        host=host,
+        port=args.port or settings.node.port,
+        ae_title=args.ae_title or settings.node.ae_title,
+        calling_ae_title=args.calling_ae_title or settings.node.ae_title,
+        timeout=args.timeout,
+    )
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from node.dicom import status
+    from node.dicom.scu import echo
+
+    peer = _peer(args, _settings(args))
+    code = echo(peer)
+    print(f"C-ECHO {peer.ae_title}@{peer.host}:{peer.port}: {status.describe(code)}")
+    return 0 if code == status.SUCCESS else 1
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from node.dicom.scu import expand_paths, send_files
+
+    peer = _peer(args, _settings(args))
+    files = expand_paths(args.paths)
+    show = len(files) > 1 and not args.quiet
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            end = "\n" if done == total else ""
+            print(f"\rsent {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    report = send_files(peer, files, progress=progress)
+    for path, reason in report.failed:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    print(
+        f"{report.sent} sent ({report.bytes / 1e6:.1f} MB), {len(report.failed)} failed, "
+        f"{len(report.skipped)} skipped (not DICOM) to {peer.ae_title}@{peer.host}:{peer.port}"
+    )
+    return 0 if not report.failed else 1
+
+
+def _add_peer(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="peer host (default: this node's listener)")
+    parser.add_argument("--port", type=int, help="peer port (default: node.port)")
+    parser.add_argument("--ae-title", help="called AE title (default: node.ae_title)")
+    parser.add_argument("--calling-ae-title", help="our AE title (default: node.ae_title)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -79,11 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands: list[tuple[str, str, Command]] = [
         ("check-config", "validate a settings file and summarise it", _cmd_check_config),
         ("serve", "run the node: receive, queue, infer and send until stopped", _cmd_serve),
+        ("status", "show how many studies are in each state and the latest ones", _cmd_status),
+        ("echo", "C-ECHO a DICOM peer (this node by default)", _cmd_echo),
+        ("send", "C-STORE DICOM files or folders to a peer (this node by default)", _cmd_send),
     ]
     for name, summary, func in commands:
         p = sub.add_parser(name, help=summary, description=summary)
         _add_config(p)
         p.set_defaults(func=func)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+            p.add_argument("--limit", type=int, default=20, help="recent studies shown (default: 20)")
+        elif name in ("echo", "send"):
+            _add_peer(p)
+        if name == "send":
+            p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+            p.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
 

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.tag import BaseTag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -36,7 +36,7 @@ __all__ = ["StorageSCP", "read_facts"]
 log = structlog.get_logger(__name__)
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
-_HEADER_TAGS = [
+_HEADER_KEYWORDS = [
     "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
@@ -52,6 +52,7 @@ _HEADER_TAGS = [
     "NumberOfFrames",
     "SpecificCharacterSet",
 ]
+_HEADER_TAGS = [Tag(keyword) for keyword in _HEADER_KEYWORDS]
 # CID 4014 view codes (SNOMED CT) -> ViewPosition
 _VIEW_CODES = {
     "399162004": "CC",
@@ -102,7 +103,7 @@ def read_header(data: bytes, transfer_syntax: str) -> Dataset:
         ds = read_dataset(
             BytesIO(data), implicit, little, stop_when=_before_pixels, specific_tags=_HEADER_TAGS
         )
-        for keyword in _HEADER_TAGS:  # force conversion now, inside the try
+        for keyword in _HEADER_KEYWORDS:  # force conversion now, inside the try
             ds.get(keyword)
     except Exception as exc:
         raise DataSetError(f"cannot parse data set: {exc}") from exc
@@ -125,7 +126,7 @@ def read_facts(
     """
     ds = read_header(data, transfer_syntax)
     try:
-        uids = {kw: _text(ds, kw) for kw in _HEADER_TAGS[:4]}
+        uids = {kw: _text(ds, kw) for kw in _HEADER_KEYWORDS[:4]}
         missing = [kw for kw, value in uids.items() if not value]
         if missing:
             raise MissingUIDError(f"data set lacks {', '.join(missing)}")

@@ -37,11 +37,12 @@ class Peer:
 
 @dataclass
 class SendReport:
-    """What :func:`send_files` did: counts, and each failure with its reason."""
+    """What :func:`send_files` did: counts, each failure with its reason, non-DICOM files."""
 
     sent: int = 0
     bytes: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
 
 
 def _ae(peer: Peer) -> AE:
@@ -87,8 +88,8 @@ def send_files(
 ) -> SendReport:
     """C-STORE ``files`` to ``peer`` as they are on disk (no transcoding).
 
-    Files that are not DICOM, and instances the peer refuses (non-success status), are
-    listed in the report's ``failed``. Raises :class:`SendError` when no association can
+    Files that are not DICOM are listed in the report's ``skipped``; instances the peer
+    refuses (non-success status) in ``failed``. Raises :class:`SendError` when no association can
     be established.
     """
     report = SendReport()
@@ -97,9 +98,9 @@ def send_files(
         try:
             ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
             headers.append((path, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
-        except (InvalidDicomError, AttributeError, OSError) as exc:
-            report.failed.append((path, f"not a DICOM file: {exc}"))
-    done = len(report.failed)
+        except (InvalidDicomError, AttributeError, OSError):
+            report.skipped.append(path)
+    done = len(report.skipped)
     for batch in _batches(headers):
         ae = _ae(peer)
         add_scu_contexts(ae, {(sop_class, syntax) for _, sop_class, syntax in batch})
