@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands: list[tuple[str, str, Command]] = [
         ("check-config", "validate a settings file and summarise it", _cmd_check_config),
         ("serve", "run the node: receive, queue, infer and send until stopped", _cmd_serve),
-        ("status", "show how many studies are in each state and the latest ones", _cmd_status),
+        ("status", "count studies by state and list the latest ones", _cmd_status),
         ("echo", "C-ECHO a DICOM peer (this node by default)", _cmd_echo),
-        ("send", "C-STORE DICOM files or folders to a peer (this node by default)", _cmd_send),
+        ("send", "C-STORE files or folders to a DICOM peer", _cmd_send),
     ]
     for name, summary, func in commands:
         p = sub.add_parser(name, help=summary, description=summary)
