@@ -54,6 +54,8 @@ __all__ = [
     "InferenceSettings",
     "LoggingSettings",
     "NodeSettings",
+    "OutputKind",
+    "OutputSettings",
     "QueueSettings",
     "Settings",
     "StorageSettings",
@@ -299,6 +301,42 @@ class InferenceSettings(_Section):
     """CPU threads for torch; 0 leaves torch's default."""
 
 
+OutputKind = Literal["sr", "mgcad", "sc", "gsps"]
+"""A result object: TID 1500 SR, Mammography CAD SR, Grad-CAM secondary captures, GSPS."""
+SeriesNumber = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
+SeriesDescription = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class OutputSettings(_Section):
+    """Which result objects are made and how they look (see docs/outputs.md)."""
+
+    objects: tuple[OutputKind, ...] = ("sr", "mgcad", "sc")
+    """Objects made for every inferred study (the CAD SR only for mammograms)."""
+    failure_report: bool = True
+    """A study that fails or is skipped after eligibility still gets a result saying so."""
+    sr_series_number: SeriesNumber = 9901
+    sr_series_description: SeriesDescription = "AI breast cancer detection report"
+    mgcad_series_number: SeriesNumber = 9902
+    mgcad_series_description: SeriesDescription = "AI mammography CAD report"
+    sc_series_number: SeriesNumber = 9903
+    sc_series_description: SeriesDescription = "AI heatmaps, not for diagnostic use"
+    gsps_series_number: SeriesNumber = 9904
+    gsps_series_description: SeriesDescription = "AI region outlines"
+    colormap: Literal["jet", "hot", "inferno", "turbo"] = "jet"
+    """Colour map of the heat-map overlay."""
+    opacity: float = Field(default=0.4, ge=0, le=1)
+    """Opacity of the hottest heat-map colour over the image (0 = invisible)."""
+    sc_size: int = Field(default=1024, strict=True, ge=0, le=8192)
+    """Longest side of the secondary capture image in pixels; 0 keeps the original size."""
+
+    @field_validator("objects")
+    @classmethod
+    def _unique_objects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each object kind may be listed once")
+        return value
+
+
 class LoggingSettings(_Section):
     """Structured logging (structlog)."""
 
@@ -328,6 +366,7 @@ class Settings(_Section):
     model: ConfigPath | None = Field(default_factory=lambda: _cwd_path("models/demo"))
     """Model folder (card + weights). ``null`` or a missing folder: receive and queue only."""
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    outputs: OutputSettings = Field(default_factory=OutputSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
