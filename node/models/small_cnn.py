@@ -1,0 +1,99 @@
+"""``breast_cnn_small``: a plain CNN registered with timm, created like any timm model.
+
+A patchify stem (4x4, stride 4) and three stages of 3x3 convolution, batch norm,
+ReLU and 2x2 max pooling, then global average pooling and a linear classifier.
+Stride 32 overall, so a 1024 x 512 input gives a 32 x 16 feature map, the same
+resolution as the other backbones' last feature maps. It is the reference point
+of the benchmarks and the model of the tests.
+
+Every layer is left-right symmetric in its sampling grid (even sizes), so with
+mirror-symmetric kernels the network is exactly flip-invariant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.models import register_model
+from torch import nn
+
+__all__ = ["BreastCNNSmall", "breast_cnn_small"]
+
+
+class BreastCNNSmall(nn.Module):
+    """Plain CNN with timm's interface (``forward_features``, ``forward_head``).
+
+    Args:
+        num_classes: output logits; 0 gives features only (``nn.Identity`` head).
+        in_chans: input channels.
+        widths: channels of the stem and of each stage.
+        drop_rate: dropout before the classifier (training only).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        in_chans: int = 1,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = widths[-1]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, widths[0], kernel_size=4, stride=4, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                )
+            )
+        self.stages = nn.Sequential(*stages)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> last feature map ``(N, widths[-1], H/32, W/32)``."""
+        return self.stages(self.stem(x))  # type: ignore[no-any-return]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> logits ``(N, num_classes)`` (pooled features if ``pre_logits``)."""
+        pooled = self.drop(x.mean(dim=(2, 3)))
+        return pooled if pre_logits else self.fc(pooled)  # type: ignore[no-any-return]
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def breast_cnn_small(pretrained: bool = False, **kwargs: Any) -> BreastCNNSmall:
+    """timm entry point. There are no published weights: ``pretrained`` must be False."""
+    if pretrained:
+        raise ValueError("breast_cnn_small has no pretrained weights; load a model folder instead")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    model = BreastCNNSmall(**kwargs)
+    model.pretrained_cfg = {  # type: ignore[assignment]
+        "architecture": "breast_cnn_small",
+        "input_size": (model.in_chans, 1024, 512),
+        "num_classes": model.num_classes,
+        "mean": (0.5,) * model.in_chans,
+        "std": (0.5,) * model.in_chans,
+    }
+    return model

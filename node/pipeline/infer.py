@@ -1,0 +1,516 @@
+"""The inference engine: complete studies in, calibrated and explained results out.
+
+Create one :class:`InferenceEngine` per process at start-up (it loads and checks
+the model folder, raising :class:`~node.errors.ModelError` early), then hand it
+studies::
+
+    engine = InferenceEngine.load(Path("models/demo"), settings.inference)
+    results = engine.infer_studies([StudyInput(uid, (ImageInput(path, sop_uid), ...))])
+
+Images of all the studies passed together are batched (``inference.batch_size``),
+so a worker can batch across queued studies. :meth:`InferenceEngine.infer_studies`
+raises :class:`StudyInferenceError` (an :class:`~node.errors.InferenceError`
+carrying the study UID) for the first study that fails;
+:meth:`InferenceEngine.infer_each` returns the error in that study's place and
+still infers the others.
+
+Per image: each member sees each TTA view; its temperature-calibrated
+probabilities are averaged over views, then over members with the card's
+weights (:mod:`node.pipeline.ensemble`). Grad-CAM for the malignant class comes
+from the identity view's forward pass (:mod:`node.pipeline.explain`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+import torch
+
+from node.config import InferenceSettings
+from node.errors import InferenceError
+from node.models.card import ModelCard
+from node.models.folder import LoadedModel, load_model_folder
+from node.pipeline import ensemble
+from node.pipeline.explain import Region, combine_cams, extract_regions, grad_cam
+from node.pipeline.preprocess import Geometry, Preprocessed, preprocess_dataset, read_dataset
+from node.pipeline.runtime import PreparedMember, Runtime, prepare_member
+
+__all__ = [
+    "BreastResult",
+    "ImageInput",
+    "ImageResult",
+    "InferenceEngine",
+    "StageTimings",
+    "StudyInferenceError",
+    "StudyInput",
+    "StudyResult",
+]
+
+log = structlog.get_logger(__name__)
+
+
+# --------------------------------------------------------------------------- #
+# Inputs
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class ImageInput:
+    """One stored DICOM image of a study."""
+
+    path: Path
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """A complete study: the images to infer together."""
+
+    study_uid: str
+    images: tuple[ImageInput, ...]
+
+
+class StudyInferenceError(InferenceError):
+    """A study could not be inferred; ``study_uid`` says which, ``str(exc)`` why."""
+
+    def __init__(self, study_uid: str, reason: str) -> None:
+        self.study_uid = study_uid
+        self.reason = reason
+        super().__init__(reason)
+
+
+# --------------------------------------------------------------------------- #
+# Results
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class StageTimings:
+    """Seconds spent per stage. Batched work is shared equally among its images."""
+
+    preprocess_s: float = 0.0
+    """Reading, decoding and preprocessing."""
+    inference_s: float = 0.0
+    """Forward passes of every member and TTA view."""
+    cam_s: float = 0.0
+    """Grad-CAM backward pass, map combination and region tracing."""
+
+    def __add__(self, other: StageTimings) -> StageTimings:
+        return StageTimings(
+            self.preprocess_s + other.preprocess_s,
+            self.inference_s + other.inference_s,
+            self.cam_s + other.cam_s,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "preprocess_s": round(self.preprocess_s, 6),
+            "inference_s": round(self.inference_s, 6),
+            "cam_s": round(self.cam_s, 6),
+        }
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The result for one image.
+
+    Attributes:
+        probability: ensemble malignancy probability in ``[0, 1]``.
+        class_probabilities: ensemble probability per card label (sums to 1).
+        predicted_class: the label with the highest ensemble probability.
+        member_probabilities: each member's calibrated malignancy probability
+            (mean over TTA views).
+        uncertainty: weighted standard deviation of ``member_probabilities``.
+        regions: Grad-CAM regions, original pixel coordinates, highest peak first.
+        heatmap: Grad-CAM map over the model input, ``float32`` ``(H, W)`` in
+            ``[0, 1]``, or ``None`` when CAM is off; :meth:`heatmap_original`
+            resamples it onto the original image.
+        geometry: how the model input was made from the original image.
+    """
+
+    sop_instance_uid: str
+    modality: str
+    laterality: str
+    laterality_source: str
+    view: str
+    probability: float
+    class_probabilities: dict[str, float]
+    predicted_class: str
+    member_probabilities: dict[str, float]
+    uncertainty: float
+    regions: tuple[Region, ...]
+    geometry: Geometry
+    timings: StageTimings
+    heatmap: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    def heatmap_original(self) -> npt.NDArray[np.float32] | None:
+        """The heat map on the original image's pixel grid (``(rows, columns)``), or ``None``."""
+        return None if self.heatmap is None else self.geometry.map_to_original(self.heatmap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data; the heat map itself is not included (only its shape)."""
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "modality": self.modality,
+            "laterality": self.laterality,
+            "laterality_source": self.laterality_source,
+            "view": self.view,
+            "probability": self.probability,
+            "class_probabilities": dict(self.class_probabilities),
+            "predicted_class": self.predicted_class,
+            "member_probabilities": dict(self.member_probabilities),
+            "uncertainty": self.uncertainty,
+            "regions": [r.to_dict() for r in self.regions],
+            "heatmap_shape": None if self.heatmap is None else list(self.heatmap.shape),
+            "geometry": self.geometry.to_dict(),
+            "timings": self.timings.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class BreastResult:
+    """One breast (laterality ``L``, ``R``, or ``U`` for unknown) of a study."""
+
+    laterality: str
+    score: float
+    positive: bool
+    sop_instance_uids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "laterality": self.laterality,
+            "score": self.score,
+            "positive": self.positive,
+            "sop_instance_uids": list(self.sop_instance_uids),
+        }
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """The result for one study.
+
+    Attributes:
+        score: study malignancy probability (max over breasts).
+        positive: ``score >= threshold`` of the operating point.
+        assessment_category: the card's category band that holds ``score``.
+    """
+
+    study_uid: str
+    images: tuple[ImageResult, ...]
+    breasts: tuple[BreastResult, ...]
+    score: float
+    positive: bool
+    operating_point: str
+    threshold: float
+    assessment_category: str
+    model_name: str
+    model_version: str
+    tta: str
+    breast_aggregation: str
+    timings: StageTimings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (heat maps excluded)."""
+        return {
+            "study_uid": self.study_uid,
+            "score": self.score,
+            "positive": self.positive,
+            "operating_point": self.operating_point,
+            "threshold": self.threshold,
+            "assessment_category": self.assessment_category,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "tta": self.tta,
+            "breast_aggregation": self.breast_aggregation,
+            "breasts": [b.to_dict() for b in self.breasts],
+            "images": [i.to_dict() for i in self.images],
+            "timings": self.timings.to_dict(),
+        }
+
+
+# --------------------------------------------------------------------------- #
+# Engine
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class _Prepared:
+    study_index: int
+    sop_instance_uid: str
+    image: Preprocessed
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _BatchOutput:
+    member_probabilities: npt.NDArray[np.float64]  # (M, N, C)
+    heatmaps: npt.NDArray[np.float32] | None  # (N, H, W)
+    inference_s: float
+    cam_s: float
+
+
+class InferenceEngine:
+    """A loaded model ready to infer studies. Create it once per process with :meth:`load`."""
+
+    def __init__(self, model: LoadedModel, settings: InferenceSettings, runtime: Runtime) -> None:
+        card = model.card
+        self.card: ModelCard = card
+        self.settings = settings
+        self.runtime = runtime
+        self.operating_point = card.operating_point(settings.operating_point)
+        self.views = ensemble.tta_views(settings.tta, settings.tta_views)
+        self._members: tuple[PreparedMember, ...] = tuple(
+            prepare_member(member.model, runtime) for member in model.members
+        )
+        self._specs = tuple(member.spec for member in model.members)
+        self._weights = tuple(spec.weight for spec in self._specs)
+        self._options = card.input.preprocess_options()
+        channels = card.input.channels
+        self._mean = torch.tensor(card.input.mean, device=runtime.device).view(1, channels, 1, 1)
+        self._std = torch.tensor(card.input.std, device=runtime.device).view(1, channels, 1, 1)
+
+    @classmethod
+    def load(cls, model_dir: Path, settings: InferenceSettings) -> InferenceEngine:
+        """Load and check ``model_dir``; :class:`ModelError` for any problem, before any study."""
+        runtime = Runtime.from_settings(settings)
+        model = load_model_folder(Path(model_dir))
+        engine = cls(model, settings, runtime)
+        card = model.card
+        differs = {
+            key: {"card": getattr(card.ensemble, key), "settings": getattr(settings, key)}
+            for key in ("tta", "breast_aggregation")
+            if getattr(card.ensemble, key) != getattr(settings, key)
+        }
+        if differs:
+            log.warning(
+                "model.settings_differ",
+                model=card.name,
+                differences=differs,
+                consequence="the card's operating points were measured with its own choices",
+            )
+        log.info(
+            "inference.ready",
+            model=card.name,
+            version=card.version,
+            device=str(runtime.device),
+            precision=runtime.precision,
+            members=len(engine._members),
+            tta=[v.name for v in engine.views],
+            operating_point=engine.operating_point.name,
+        )
+        return engine
+
+    # ----------------------------------------------------------------- public
+    def infer_studies(self, studies: Sequence[StudyInput]) -> list[StudyResult]:
+        """Infer studies together; raise :class:`StudyInferenceError` for the first that fails."""
+        results: list[StudyResult] = []
+        for outcome in self.infer_each(studies):
+            if isinstance(outcome, InferenceError):
+                raise outcome
+            results.append(outcome)
+        return results
+
+    def infer_each(self, studies: Sequence[StudyInput]) -> list[StudyResult | StudyInferenceError]:
+        """Infer studies together; a failed study's place holds its :class:`StudyInferenceError`."""
+        errors: dict[int, StudyInferenceError] = {}
+        prepared: list[_Prepared] = []
+        for index, study in enumerate(studies):
+            try:
+                prepared.extend(self._prepare_study(index, study))
+            except InferenceError as exc:
+                errors[index] = StudyInferenceError(study.study_uid, str(exc))
+        outputs: dict[int, tuple[npt.NDArray[np.float64], npt.NDArray[np.float32] | None, StageTimings]] = {}
+        size = self.settings.batch_size
+        for start in range(0, len(prepared), size):
+            batch = prepared[start : start + size]
+            try:
+                out = self._forward([p.image for p in batch])
+            except (RuntimeError, ValueError) as exc:
+                reason = _runtime_reason(exc)
+                for item in batch:
+                    errors.setdefault(
+                        item.study_index, StudyInferenceError(studies[item.study_index].study_uid, reason)
+                    )
+                continue
+            for offset, item in enumerate(batch):
+                timings = StageTimings(
+                    item.seconds, out.inference_s / len(batch), out.cam_s / len(batch)
+                )
+                heatmap = None if out.heatmaps is None else out.heatmaps[offset]
+                outputs[start + offset] = (out.member_probabilities[:, offset], heatmap, timings)
+
+        results: list[StudyResult | StudyInferenceError] = []
+        for index, study in enumerate(studies):
+            if index in errors:
+                log.warning("inference.failed", study_uid=study.study_uid, reason=str(errors[index]))
+                results.append(errors[index])
+                continue
+            items = [(i, p) for i, p in enumerate(prepared) if p.study_index == index]
+            images = tuple(self._image_result(p, *outputs[i]) for i, p in items)
+            result = self._study_result(study.study_uid, images)
+            log.info(
+                "inference.done",
+                study_uid=study.study_uid,
+                images=len(images),
+                score=round(result.score, 4),
+                positive=result.positive,
+                category=result.assessment_category,
+                **result.timings.to_dict(),
+            )
+            results.append(result)
+        return results
+
+    # ---------------------------------------------------------------- helpers
+    def _prepare_study(self, index: int, study: StudyInput) -> list[_Prepared]:
+        if not study.images:
+            raise InferenceError("the study has no images")
+        prepared = []
+        for image in study.images:
+            start = time.perf_counter()
+            try:
+                result = preprocess_dataset(read_dataset(image.path), self._options)
+            except InferenceError as exc:
+                raise InferenceError(f"image {image.sop_instance_uid}: {exc}") from exc
+            if result.modality not in self.card.modalities:
+                raise InferenceError(
+                    f"image {image.sop_instance_uid}: modality {result.modality} is not one the "
+                    f"model {self.card.name} accepts ({', '.join(self.card.modalities)})"
+                )
+            prepared.append(
+                _Prepared(index, image.sop_instance_uid, result, time.perf_counter() - start)
+            )
+        return prepared
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        channels = self.card.input.channels
+        x = batch.expand(-1, channels, -1, -1) if channels != batch.shape[1] else batch
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last) if self.runtime.channels_last else x
+
+    def _forward(self, images: Sequence[Preprocessed]) -> _BatchOutput:
+        """Every member and view on one batch: probabilities ``(M, N, C)`` and CAM maps."""
+        runtime = self.runtime
+        x = torch.from_numpy(np.stack([p.image for p in images]))[:, None].to(runtime.device)
+        malignant = self.card.malignant_index
+        member_probs = np.zeros((len(self._members), len(images), len(self.card.labels)))
+        cams: list[torch.Tensor] = []
+        inference_s = cam_s = 0.0
+        for m, (member, spec) in enumerate(zip(self._members, self._specs, strict=True)):
+            view_probs = []
+            for view in self.views:
+                want_cam = self.settings.cam and view.is_identity
+                start = time.perf_counter()
+                inputs = self._normalise(ensemble.apply_view(x, view))
+                if want_cam:
+                    with torch.no_grad(), runtime.autocast():
+                        features = member.features(inputs)
+                    features = features.detach().requires_grad_(True)
+                    with torch.enable_grad(), runtime.autocast():
+                        logits = member.head(features)
+                else:
+                    with torch.inference_mode(), runtime.autocast():
+                        logits = member.head(member.features(inputs))
+                view_probs.append(ensemble.calibrated_probabilities(logits, spec.temperature))
+                inference_s += time.perf_counter() - start
+                if want_cam:
+                    start = time.perf_counter()
+                    cams.append(grad_cam(features, logits[:, malignant]))
+                    runtime.synchronize()
+                    cam_s += time.perf_counter() - start
+            member_probs[m] = np.mean(view_probs, axis=0)
+        heatmaps = None
+        if cams:
+            start = time.perf_counter()
+            valid = [
+                (g.pad[0], g.pad[1], g.pad[0] + g.resized_shape[0], g.pad[1] + g.resized_shape[1])
+                for g in (p.geometry for p in images)
+            ]
+            heatmaps = combine_cams(
+                cams, self._weights, (self._options.height, self._options.width), valid
+            )
+            cam_s += time.perf_counter() - start
+        return _BatchOutput(member_probs, heatmaps, inference_s, cam_s)
+
+    def _image_result(
+        self,
+        item: _Prepared,
+        member_probs: npt.NDArray[np.float64],
+        heatmap: npt.NDArray[np.float32] | None,
+        timings: StageTimings,
+    ) -> ImageResult:
+        labels = self.card.labels
+        malignant = self.card.malignant_index
+        probs, spread = ensemble.combine_members(member_probs[:, None, :], self._weights, malignant)
+        regions: tuple[Region, ...] = ()
+        if heatmap is not None and self.settings.max_regions > 0:
+            start = time.perf_counter()
+            regions = extract_regions(
+                heatmap,
+                item.image.geometry,
+                self.settings.cam_threshold,
+                max_regions=self.settings.max_regions,
+            )
+            timings = timings + StageTimings(cam_s=time.perf_counter() - start)
+        image = item.image
+        return ImageResult(
+            sop_instance_uid=item.sop_instance_uid,
+            modality=image.modality,
+            laterality=image.laterality,
+            laterality_source=image.laterality_source,
+            view=image.view,
+            probability=float(probs[0, malignant]),
+            class_probabilities={label: float(p) for label, p in zip(labels, probs[0], strict=True)},
+            predicted_class=labels[int(np.argmax(probs[0]))],
+            member_probabilities={
+                spec.name: float(p) for spec, p in zip(self._specs, member_probs[:, malignant], strict=True)
+            },
+            uncertainty=float(spread[0]),
+            regions=regions,
+            geometry=image.geometry,
+            timings=timings,
+            heatmap=heatmap,
+        )
+
+    def _study_result(self, study_uid: str, images: tuple[ImageResult, ...]) -> StudyResult:
+        mode = self.settings.breast_aggregation
+        threshold = self.operating_point.threshold
+        scores = ensemble.breast_scores(
+            [i.laterality for i in images], [i.probability for i in images], mode
+        )
+        breasts = tuple(
+            BreastResult(
+                laterality=side,
+                score=score,
+                positive=score >= threshold,
+                sop_instance_uids=tuple(i.sop_instance_uid for i in images if i.laterality == side),
+            )
+            for side, score in scores.items()
+        )
+        score = ensemble.study_score(scores)
+        bands = self.card.ensemble.assessment
+        timings = StageTimings()
+        for image in images:
+            timings = timings + image.timings
+        return StudyResult(
+            study_uid=study_uid,
+            images=images,
+            breasts=breasts,
+            score=score,
+            positive=score >= threshold,
+            operating_point=self.operating_point.name,
+            threshold=threshold,
+            assessment_category=ensemble.assessment_category(score, bands.categories, bands.cut_points),
+            model_name=self.card.name,
+            model_version=self.card.version,
+            tta=self.settings.tta,
+            breast_aggregation=mode,
+            timings=timings,
+        )
+
+
+def _runtime_reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "out of memory" in text.lower():
+        return f"inference ran out of memory (lower inference.batch_size): {text}"
+    return f"inference failed: {text}"
+

@@ -1,0 +1,602 @@
+"""Image preprocessing shared by serving and training.
+
+One DICOM image becomes one model input: a ``float32`` array of shape
+``(height, width)`` with values in ``[0, 1]`` (1 = bright = dense tissue), plus a
+:class:`Geometry` that records every spatial step so that anything computed on
+the model input (a heat map, a polygon) maps back to original image pixels.
+
+Steps, each a pure function on arrays:
+
+1. :func:`decode` the stored pixels with the installed codecs (JPEG 2000, JPEG-LS,
+   JPEG lossless, RLE, ...); colour ultrasound becomes grey.
+2. :func:`to_unit_range`: the Modality LUT only when it is not the identity, then
+   the VOI LUT or window (LINEAR, LINEAR_EXACT, SIGMOID, VOI LUT Sequence) on the
+   integer data, scaled to ``[0, 1]`` by the VOI's output range; MONOCHROME1 is
+   inverted.
+3. Mammography: :func:`breast_box` (Otsu threshold, largest component, falling
+   back to the whole image) and a flip to the canonical side (breast on the
+   left, chest wall at the left edge). Ultrasound: :func:`ultrasound_box` (the
+   non-black image area) and optional :func:`clahe`.
+4. :func:`resize_and_pad`: aspect-preserving resize into the model input, padded
+   with zeros at the bottom and right.
+
+Coordinates follow the DICOM SCOORD convention: ``(x, y) = (column, row)`` as
+floats, ``(0, 0)`` the top-left corner of the top-left pixel, so pixel
+``(row r, column c)`` covers ``[c, c + 1) x [r, r + 1)`` and its centre is
+``(c + 0.5, r + 0.5)``. In that convention every step is an exact affine map.
+
+``training/`` imports this module, so what a model sees in training is what it
+sees in service.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+import torch
+import torch.nn.functional as F  # noqa: N812
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from scipy import ndimage
+
+from node.errors import InferenceError
+
+__all__ = [
+    "Geometry",
+    "Laterality",
+    "PreprocessOptions",
+    "Preprocessed",
+    "breast_box",
+    "chest_wall_side",
+    "clahe",
+    "decode",
+    "laterality_from_tags",
+    "modality_of",
+    "otsu_threshold",
+    "preprocess_array",
+    "preprocess_dataset",
+    "read_dataset",
+    "resize_and_pad",
+    "to_unit_range",
+    "ultrasound_box",
+    "view_of",
+]
+
+FloatImage = npt.NDArray[np.float32]
+Laterality = Literal["L", "R", "U"]
+"""Left breast, right breast, unknown (ultrasound without the tag)."""
+
+Box = tuple[int, int, int, int]
+"""``(top, left, bottom, right)`` in pixels, half-open: rows ``top:bottom``."""
+
+# A side is "decisive" when one half of the image holds this much more of the
+# breast mask than the other; below that the tags decide the flip.
+_SIDE_MARGIN = 0.1
+# Components smaller than this fraction of the image are not a breast.
+_MIN_BREAST_FRACTION = 0.01
+# Breast finding runs on a copy at most this many pixels on its long side.
+_MASK_LONG_SIDE = 512
+# Ultrasound pixels at or below this (of full scale) count as black background.
+_US_BLACK = 0.02
+
+
+# --------------------------------------------------------------------------- #
+# Geometry
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Geometry:
+    """How an original image became a model input; exact and invertible.
+
+    Attributes:
+        original_shape: ``(rows, columns)`` of the original image.
+        crop: ``(top, left, bottom, right)`` of the kept region in original
+            pixels, half-open.
+        flipped: the cropped region was mirrored left-right.
+        resized_shape: ``(rows, columns)`` of the crop after resizing.
+        pad: ``(top, left)`` offset of the resized crop inside the model input.
+        input_shape: ``(rows, columns)`` of the model input.
+    """
+
+    original_shape: tuple[int, int]
+    crop: Box
+    flipped: bool
+    resized_shape: tuple[int, int]
+    pad: tuple[int, int]
+    input_shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        top, left, bottom, right = self.crop
+        rows, cols = self.original_shape
+        if not (0 <= top < bottom <= rows and 0 <= left < right <= cols):
+            raise ValueError(f"crop {self.crop} is not inside an image of shape {self.original_shape}")
+        if min(self.resized_shape) < 1:
+            raise ValueError(f"resized shape {self.resized_shape} is empty")
+        if (
+            self.pad[0] < 0
+            or self.pad[1] < 0
+            or self.pad[0] + self.resized_shape[0] > self.input_shape[0]
+            or self.pad[1] + self.resized_shape[1] > self.input_shape[1]
+        ):
+            raise ValueError(f"resized crop with pad {self.pad} does not fit {self.input_shape}")
+
+    @property
+    def crop_shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the cropped region."""
+        top, left, bottom, right = self.crop
+        return bottom - top, right - left
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``(sy, sx)``: model pixels per original pixel along rows and columns."""
+        ch, cw = self.crop_shape
+        return self.resized_shape[0] / ch, self.resized_shape[1] / cw
+
+    def to_model(self, points: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Map ``(N, 2)`` original ``(x, y)`` coordinates to model-input coordinates."""
+        pts = _points(points)
+        top, left, _, _ = self.crop
+        sy, sx = self.scale
+        x = pts[:, 0] - left
+        if self.flipped:
+            x = self.crop_shape[1] - x
+        out = np.empty_like(pts)
+        out[:, 0] = x * sx + self.pad[1]
+        out[:, 1] = (pts[:, 1] - top) * sy + self.pad[0]
+        return out
+
+    def to_original(self, points: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Map ``(N, 2)`` model-input ``(x, y)`` coordinates to original ``(x, y)``.
+
+        The exact inverse of :meth:`to_model`. Points in the padding map outside
+        the crop; callers clip if they need to.
+        """
+        pts = _points(points)
+        top, left, _, _ = self.crop
+        sy, sx = self.scale
+        x = (pts[:, 0] - self.pad[1]) / sx
+        if self.flipped:
+            x = self.crop_shape[1] - x
+        out = np.empty_like(pts)
+        out[:, 0] = x + left
+        out[:, 1] = (pts[:, 1] - self.pad[0]) / sy + top
+        return out
+
+    def map_to_original(self, heatmap: npt.ArrayLike) -> FloatImage:
+        """Resample a map over the model input onto the original pixel grid.
+
+        Args:
+            heatmap: ``(h, w)`` array covering the whole model input (any
+                resolution: a feature map or the input itself); cell ``(i, j)``
+                covers an ``H/h x W/w`` block of model pixels.
+
+        Returns:
+            ``float32`` array of shape :attr:`original_shape`; bilinear inside the
+            crop, 0 outside it.
+        """
+        hm = np.asarray(heatmap, dtype=np.float32)
+        if hm.ndim != 2 or min(hm.shape) < 1:
+            raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {hm.shape}")
+        top, left, bottom, right = self.crop
+        rows = np.arange(top, bottom, dtype=np.float64) + 0.5
+        cols = np.arange(left, right, dtype=np.float64) + 0.5
+        ys = self.to_model(np.stack([np.zeros_like(rows), rows], axis=1))[:, 1]
+        xs = self.to_model(np.stack([cols, np.zeros_like(cols)], axis=1))[:, 0]
+        h, w = hm.shape
+        ys_index = ys * (h / self.input_shape[0]) - 0.5
+        xs_index = xs * (w / self.input_shape[1]) - 0.5
+        cropped = _interp_axis(_interp_axis(hm, ys_index, axis=0), xs_index, axis=1)
+        out = np.zeros(self.original_shape, dtype=np.float32)
+        out[top:bottom, left:right] = cropped
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {
+            "original_shape": list(self.original_shape),
+            "crop": list(self.crop),
+            "flipped": self.flipped,
+            "resized_shape": list(self.resized_shape),
+            "pad": list(self.pad),
+            "input_shape": list(self.input_shape),
+        }
+
+
+def _points(points: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim == 1 and pts.shape[0] == 2:
+        pts = pts[None, :]
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
+    return pts
+
+
+def _interp_axis(
+    values: npt.NDArray[np.float32], coords: npt.NDArray[np.float64], axis: int
+) -> npt.NDArray[np.float32]:
+    """Linear interpolation of ``values`` at fractional indices along one axis (edges clamped)."""
+    n = values.shape[axis]
+    c = np.clip(coords, 0.0, n - 1)
+    i0 = np.floor(c).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n - 1)
+    frac = (c - i0).astype(np.float32)
+    shape = [1, 1]
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    result = np.take(values, i0, axis=axis) * (1 - frac) + np.take(values, i1, axis=axis) * frac
+    return result.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- #
+# Options and result
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """The input contract of a model (from its card) and a few switches.
+
+    Attributes:
+        height, width: model input size in pixels (default 1024 x 512).
+        crop: crop to the breast (mammography) or the image area (ultrasound).
+        canonical_flip: mirror mammograms so the breast lies on the left.
+        ultrasound_clahe: contrast-limited adaptive histogram equalisation on
+            ultrasound images.
+        clahe_clip_limit: histogram clip as a multiple of the mean bin count
+            (OpenCV's meaning; 1 disables the contrast limit's effect entirely).
+        clahe_tiles: ``(rows, columns)`` of the CLAHE tile grid.
+    """
+
+    height: int = 1024
+    width: int = 512
+    crop: bool = True
+    canonical_flip: bool = True
+    ultrasound_clahe: bool = True
+    clahe_clip_limit: float = 2.0
+    clahe_tiles: tuple[int, int] = (8, 8)
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"input size must be positive, got {self.height}x{self.width}")
+        if self.clahe_clip_limit < 1:
+            raise ValueError("clahe_clip_limit must be at least 1")
+        if min(self.clahe_tiles) < 1:
+            raise ValueError("clahe_tiles must be positive")
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """One model input and where it came from.
+
+    Attributes:
+        image: ``float32`` ``(height, width)``, values in ``[0, 1]``.
+        geometry: the spatial steps, for mapping results back.
+        modality: ``"MG"`` or ``"US"``.
+        laterality: ``"L"``/``"R"`` (tag, else inferred for mammograms), ``"U"``.
+        laterality_source: ``"ImageLaterality"``, ``"Laterality"``, ``"image"``
+            (inferred from the breast position) or ``"none"``.
+        view: ``ViewPosition`` (``CC``, ``MLO``, ...) or ``""``.
+    """
+
+    image: FloatImage
+    geometry: Geometry
+    modality: str
+    laterality: Laterality
+    laterality_source: str
+    view: str
+
+
+# --------------------------------------------------------------------------- #
+# DICOM: reading, tags and pixels
+# --------------------------------------------------------------------------- #
+def read_dataset(path: str | Path) -> Dataset:
+    """Read a DICOM file (pixels included); :class:`InferenceError` if it is not one."""
+    try:
+        return pydicom.dcmread(path)
+    except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError) as exc:
+        raise InferenceError(f"cannot read DICOM file {Path(path).name}: {exc}") from exc
+
+
+def modality_of(ds: Dataset) -> str:
+    """``Modality`` upper-cased (``"MG"``, ``"US"``, ...), ``""`` when absent."""
+    return str(ds.get("Modality", "") or "").strip().upper()
+
+
+def laterality_from_tags(ds: Dataset) -> tuple[Laterality | None, str]:
+    """Laterality from ``ImageLaterality``, else ``Laterality``; ``(None, "none")`` if neither."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(ds.get(keyword, "") or "").strip().upper()
+        if value in ("L", "R"):
+            return value, keyword  # type: ignore[return-value]
+    return None, "none"
+
+
+def view_of(ds: Dataset) -> str:
+    """``ViewPosition`` (``CC``, ``MLO``, ...), ``""`` when absent."""
+    return str(ds.get("ViewPosition", "") or "").strip().upper()
+
+
+def decode(ds: Dataset) -> npt.NDArray[Any]:
+    """Decode the stored pixel data to an array of the stored values.
+
+    Returns ``(rows, columns)`` for greyscale or ``(rows, columns, 3)`` RGB.
+    Raises :class:`InferenceError` for missing or undecodable pixel data and for
+    multi-frame images.
+    """
+    if "PixelData" not in ds:
+        raise InferenceError("the image has no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise InferenceError(f"multi-frame images are not supported ({frames} frames)")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for codec problems
+        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None) if "file_meta" in ds else None
+        name = getattr(syntax, "name", "unknown transfer syntax")
+        raise InferenceError(f"cannot decode pixel data ({name}): {exc}") from exc
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+        raise InferenceError(f"unsupported pixel array shape {arr.shape}")
+    return arr
+
+
+def to_unit_range(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage:
+    """Apply the Modality and VOI transforms and scale to ``[0, 1]``, bright = dense.
+
+    ``arr`` is the output of :func:`decode` for ``ds``. RGB input (ultrasound)
+    is converted to luminance and scaled by its bit depth; VOI does not apply.
+    """
+    if arr.ndim == 3:
+        gray = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        full = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
+        return np.clip(gray / full, 0.0, 1.0).astype(np.float32)
+
+    values: npt.NDArray[Any] = arr
+    if _modality_lut_needed(ds):
+        values = apply_modality_lut(values, ds)
+        if np.issubdtype(values.dtype, np.floating) and np.array_equal(values, np.round(values)):
+            # keep integers so a VOI LUT Sequence indexes them exactly
+            values = values.astype(np.int64)
+
+    voi_applies = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if voi_applies:
+        try:
+            windowed = apply_voi_lut(values, ds, index=0)
+            # the VOI's output range, from its response to extreme inputs
+            probe = np.array([-(2**31), 2**31 - 1], dtype=np.int64)
+            with np.errstate(over="ignore"):  # a SIGMOID saturates at the extremes
+                ends = apply_voi_lut(probe, ds, index=0).astype(np.float64)
+        except (ValueError, IndexError, TypeError, AttributeError) as exc:
+            raise InferenceError(f"invalid VOI LUT or window: {exc}") from exc
+        low, high = float(ends.min()), float(ends.max())
+        result = windowed.astype(np.float64)
+    else:
+        result = values.astype(np.float64)
+        low, high = float(result.min()), float(result.max())
+    if high <= low:
+        scaled = np.zeros(result.shape, dtype=np.float32)
+    else:
+        scaled = np.clip((result - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled
+
+
+def _modality_lut_needed(ds: Dataset) -> bool:
+    if "ModalityLUTSequence" in ds:
+        return True
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return slope != 1.0 or intercept != 0.0
+
+
+# --------------------------------------------------------------------------- #
+# Regions
+# --------------------------------------------------------------------------- #
+def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` (the level that best separates two classes)."""
+    data = np.asarray(values, dtype=np.float64).ravel()
+    low, high = float(data.min()), float(data.max())
+    if high <= low:
+        return low
+    hist, edges = np.histogram(data, bins=bins, range=(low, high))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(hist * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centres[int(np.argmax(between[:-1]))])
+
+
+def _largest_component_box(mask: npt.NDArray[np.bool_], stride: int, shape: tuple[int, int]) -> Box | None:
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    best = int(np.argmax(sizes)) + 1
+    if sizes[best - 1] < _MIN_BREAST_FRACTION * mask.size:
+        return None
+    rows, cols = np.nonzero(labels == best)
+    top, left = int(rows.min()) * stride, int(cols.min()) * stride
+    bottom = min(shape[0], (int(rows.max()) + 1) * stride)
+    right = min(shape[1], (int(cols.max()) + 1) * stride)
+    return top, left, bottom, right
+
+
+def _small(image: FloatImage) -> tuple[FloatImage, int]:
+    stride = max(1, math.ceil(max(image.shape) / _MASK_LONG_SIDE))
+    return image[::stride, ::stride], stride
+
+
+def breast_mask(image: FloatImage) -> tuple[npt.NDArray[np.bool_], int]:
+    """Otsu foreground of a reduced copy of ``image`` and the reduction stride."""
+    small, stride = _small(image)
+    smooth = ndimage.uniform_filter(small, size=5)
+    return smooth > otsu_threshold(smooth), stride
+
+
+def breast_box(image: FloatImage) -> Box:
+    """Bounding box of the breast: the largest Otsu component; the whole image if none."""
+    mask, stride = breast_mask(image)
+    box = _largest_component_box(mask, stride, image.shape) if mask.any() and not mask.all() else None
+    return box if box is not None else (0, 0, image.shape[0], image.shape[1])
+
+
+def chest_wall_side(image: FloatImage) -> Literal["left", "right"] | None:
+    """Which image edge the breast leans on, or ``None`` when the image is not decisive."""
+    mask, _ = breast_mask(image)
+    half = mask.shape[1] // 2
+    left, right = float(mask[:, :half].sum()), float(mask[:, mask.shape[1] - half :].sum())
+    total = left + right
+    if total == 0 or abs(left - right) / total < _SIDE_MARGIN:
+        return None
+    return "left" if left > right else "right"
+
+
+def ultrasound_box(image: FloatImage) -> Box:
+    """Bounding box of the non-black image area; the whole image if there is none."""
+    small, stride = _small(image)
+    mask = ndimage.uniform_filter(small, size=3) > _US_BLACK
+    box = _largest_component_box(mask, stride, image.shape) if mask.any() else None
+    return box if box is not None else (0, 0, image.shape[0], image.shape[1])
+
+
+def clahe(image: FloatImage, clip_limit: float = 2.0, tiles: tuple[int, int] = (8, 8)) -> FloatImage:
+    """Contrast-limited adaptive histogram equalisation of a ``[0, 1]`` image.
+
+    Each tile's histogram (256 bins) is clipped at ``clip_limit`` times the mean
+    bin count, the excess spread evenly, and the tiles' equalisation curves
+    blended bilinearly between tile centres. Returns ``float32`` in ``[0, 1]``.
+    """
+    bins = 256
+    rows, cols = image.shape
+    ty, tx = min(tiles[0], rows), min(tiles[1], cols)
+    th, tw = math.ceil(rows / ty), math.ceil(cols / tx)
+    levels = np.clip(np.rint(image * (bins - 1)), 0, bins - 1).astype(np.intp)
+    padded = np.pad(levels, ((0, ty * th - rows), (0, tx * tw - cols)), mode="reflect")
+    blocks = padded.reshape(ty, th, tx, tw).transpose(0, 2, 1, 3).reshape(ty * tx, th * tw)
+    offsets = (np.arange(ty * tx) * bins)[:, None]
+    hist = np.bincount((blocks + offsets).ravel(), minlength=ty * tx * bins).reshape(ty * tx, bins)
+    limit = max(1.0, clip_limit * th * tw / bins)
+    clipped = np.minimum(hist, limit)
+    clipped += (hist.sum(axis=1, keepdims=True) - clipped.sum(axis=1, keepdims=True)) / bins
+    cdf = np.cumsum(clipped, axis=1)
+    curves = (cdf / cdf[:, -1:]).reshape(ty, tx, bins)
+
+    def grid(n: int, size: int, count: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        pos = np.clip((np.arange(n) + 0.5) / size - 0.5, 0, count - 1)
+        lo = np.floor(pos).astype(np.intp)
+        return lo, np.minimum(lo + 1, count - 1), pos - lo
+
+    y0, y1, wy = grid(rows, th, ty)
+    x0, x1, wx = grid(cols, tw, tx)
+    wy2, wx2 = wy[:, None], wx[None, :]
+    top = curves[y0[:, None], x0[None, :], levels] * (1 - wx2) + curves[y0[:, None], x1[None, :], levels] * wx2
+    bottom = curves[y1[:, None], x0[None, :], levels] * (1 - wx2) + curves[y1[:, None], x1[None, :], levels] * wx2
+    return np.clip(top * (1 - wy2) + bottom * wy2, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- #
+# Resize
+# --------------------------------------------------------------------------- #
+def resize_and_pad(image: FloatImage, height: int, width: int) -> tuple[FloatImage, tuple[int, int], tuple[int, int]]:
+    """Resize keeping the aspect ratio to fit ``height x width``, pad with zeros.
+
+    The image sits at the top-left corner. Returns ``(output, resized_shape, pad)``
+    where ``pad = (top, left)`` is always ``(0, 0)`` here but is recorded so that
+    :class:`Geometry` does not depend on that choice. Antialiased bilinear.
+    """
+    rows, cols = image.shape
+    scale = min(height / rows, width / cols)
+    new_rows = min(height, max(1, round(rows * scale)))
+    new_cols = min(width, max(1, round(cols * scale)))
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    if (new_rows, new_cols) != (rows, cols):
+        tensor = F.interpolate(
+            tensor, size=(new_rows, new_cols), mode="bilinear", align_corners=False, antialias=True
+        )
+    out = np.zeros((height, width), dtype=np.float32)
+    out[:new_rows, :new_cols] = tensor[0, 0].numpy()
+    return out, (new_rows, new_cols), (0, 0)
+
+
+# --------------------------------------------------------------------------- #
+# The whole step
+# --------------------------------------------------------------------------- #
+def preprocess_array(
+    image: FloatImage,
+    modality: str,
+    laterality: Laterality | None = None,
+    options: PreprocessOptions | None = None,
+    *,
+    laterality_source: str = "tag",
+) -> Preprocessed:
+    """Crop, flip, resize and pad a ``[0, 1]`` image (the output of :func:`to_unit_range`).
+
+    Args:
+        image: ``(rows, columns)`` float array in ``[0, 1]``.
+        modality: ``"MG"`` or ``"US"``; anything else raises :class:`InferenceError`.
+        laterality: from the tags, or ``None`` to infer it (mammography).
+        options: the model's input contract.
+        laterality_source: recorded in the result when ``laterality`` is given.
+    """
+    opts = options or PreprocessOptions()
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2 or min(img.shape) < 1:
+        raise InferenceError(f"expected a 2-D image, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise InferenceError("the image contains non-finite values")
+    modality = modality.upper()
+    flipped = False
+    source = laterality_source if laterality is not None else "none"
+    if modality == "MG":
+        box = breast_box(img) if opts.crop else (0, 0, img.shape[0], img.shape[1])
+        side = chest_wall_side(img)
+        if laterality is None and side is not None:
+            # standard display: a left breast leans on the left edge
+            laterality, source = ("L" if side == "left" else "R"), "image"
+        if opts.canonical_flip:
+            flipped = side == "right" if side is not None else laterality == "R"
+    elif modality == "US":
+        box = ultrasound_box(img) if opts.crop else (0, 0, img.shape[0], img.shape[1])
+    else:
+        raise InferenceError(f"unsupported modality {modality!r} (expected MG or US)")
+
+    top, left, bottom, right = box
+    region = img[top:bottom, left:right]
+    if flipped:
+        region = region[:, ::-1]
+    if modality == "US" and opts.ultrasound_clahe:
+        region = clahe(region, opts.clahe_clip_limit, opts.clahe_tiles)
+    out, resized, pad = resize_and_pad(region, opts.height, opts.width)
+    geometry = Geometry(
+        original_shape=(int(img.shape[0]), int(img.shape[1])),
+        crop=box,
+        flipped=flipped,
+        resized_shape=resized,
+        pad=pad,
+        input_shape=(opts.height, opts.width),
+    )
+    return Preprocessed(
+        image=out,
+        geometry=geometry,
+        modality=modality,
+        laterality=laterality if laterality is not None else "U",
+        laterality_source=source,
+        view="",
+    )
+
+
+def preprocess_dataset(ds: Dataset, options: PreprocessOptions | None = None) -> Preprocessed:
+    """Decode and preprocess one DICOM image; :class:`InferenceError` on any failure."""
+    modality = modality_of(ds)
+    if modality not in ("MG", "US"):
+        raise InferenceError(f"unsupported modality {modality or '(missing)'!r} (expected MG or US)")
+    pixels = to_unit_range(ds, decode(ds))
+    laterality, source = laterality_from_tags(ds)
+    result = preprocess_array(pixels, modality, laterality, options, laterality_source=source)
+    return replace(result, view=view_of(ds))
