@@ -1,0 +1,213 @@
+"""The study queue database: timestamps, schema, recording instances, leases and claims."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from node.db import (
+    SCHEMA_VERSION,
+    InstanceFacts,
+    RecordOutcome,
+    SessionFactory,
+    Study,
+    StudyState,
+    claim_next,
+    count_by_state,
+    events_of,
+    init_schema,
+    open_database,
+    record_instance,
+    renew_lease,
+    transition,
+)
+from node.db.queue import StudyRef
+
+
+def facts(study: str = "1.2.3", sop: str = "1.2.3.1", **extra: object) -> InstanceFacts:
+    values: dict[str, object] = {
+        "study_uid": study,
+        "series_uid": study + ".9",
+        "sop_instance_uid": sop,
+        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.1.2",
+        "transfer_syntax_uid": "1.2.840.10008.1.2.1",
+        "calling_ae": "PACS",
+        "path": f"studies/{study}/{sop}.dcm",
+        "size_bytes": 10,
+        "modality": "MG",
+        "accession_number": "ACC1",
+    }
+    values.update(extra)
+    return InstanceFacts(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> SessionFactory:
+    return open_database(f"sqlite:///{tmp_path / 'node.db'}")
+
+
+def study_ref(db: SessionFactory, uid: str = "1.2.3") -> StudyRef:
+    with db() as session:
+        row = session.scalars(select(Study).where(Study.study_uid == uid)).one()
+        return StudyRef.of(row)
+
+
+def test_sqlite_is_wal_and_times_come_back_aware_utc(db: SessionFactory) -> None:
+    record_instance(db, facts())
+    with db() as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    ref = study_ref(db)
+    assert ref.first_received_at.tzinfo is timezone.utc
+    assert abs(datetime.now(timezone.utc) - ref.first_received_at) < timedelta(minutes=1)
+
+
+def test_naive_datetimes_are_refused(db: SessionFactory) -> None:
+    record_instance(db, facts())
+    with pytest.raises(Exception, match="naive"), db.begin() as session:
+        row = session.scalars(select(Study)).one()
+        row.last_received_at = datetime(2024, 1, 1)  # noqa: DTZ001
+        session.flush()
+
+
+def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    db = open_database(url)
+    record_instance(db, facts())
+    engine = db.kw["bind"]
+    assert init_schema(engine) == SCHEMA_VERSION  # second start: nothing to do, data kept
+    with engine.connect() as conn:
+        versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert count_by_state(open_database(url))["receiving"] == 1
+
+
+def test_record_new_duplicate_and_late(db: SessionFactory) -> None:
+    assert record_instance(db, facts(sop="1.1")) is RecordOutcome.NEW
+    assert record_instance(db, facts(sop="1.2")) is RecordOutcome.NEW
+    assert record_instance(db, facts(sop="1.1")) is RecordOutcome.DUPLICATE
+    ref = study_ref(db)
+    assert (ref.state, ref.instance_count, ref.generation) == (StudyState.RECEIVING, 2, 1)
+    assert ref.accession_number == "ACC1"
+
+    queued = transition(db, ref, StudyState.QUEUED)
+    assert queued is not None
+    assert record_instance(db, facts(sop="1.1")) is RecordOutcome.DUPLICATE  # resend: no change
+    assert study_ref(db).state is StudyState.QUEUED
+
+    assert record_instance(db, facts(sop="1.3"), late_policy="ignore") is RecordOutcome.LATE_IGNORED
+    ref = study_ref(db)
+    assert (ref.state, ref.instance_count, ref.generation) == (StudyState.QUEUED, 3, 1)
+
+    assert record_instance(db, facts(sop="1.4"), late_policy="reprocess") is RecordOutcome.REOPENED
+    ref = study_ref(db)
+    assert (ref.state, ref.instance_count, ref.generation) == (StudyState.RECEIVING, 4, 2)
+    kinds = [kind for _, kind, _ in events_of(db, ref.id)]
+    assert kinds == ["created", "state", "late_instance_ignored", "reopened"]
+
+
+def test_transition_is_conditional_on_the_snapshot(db: SessionFactory) -> None:
+    record_instance(db, facts(sop="1.1"))
+    stale = study_ref(db)
+    assert transition(db, stale, StudyState.QUEUED) is not None
+    assert transition(db, stale, StudyState.SKIPPED, "x") is None  # state moved on
+    assert study_ref(db).state is StudyState.QUEUED
+
+
+def test_claim_lease_renew_and_reclaim(db: SessionFactory) -> None:
+    record_instance(db, facts())
+    transition(db, study_ref(db), StudyState.QUEUED)
+    claimed = claim_next(db, "w1", StudyState.QUEUED, StudyState.PROCESSING, lease_seconds=60)
+    assert claimed is not None and claimed.claimed_by == "w1"
+    assert claimed.state is StudyState.PROCESSING
+    assert claim_next(db, "w2", StudyState.QUEUED, StudyState.PROCESSING, 60) is None
+    assert renew_lease(db, claimed, lease_seconds=60)
+
+    # w1 dies: its lease runs out and w2 takes the study over
+    assert renew_lease(db, claimed, lease_seconds=-1)
+    taken = claim_next(db, "w2", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert taken is not None and taken.claimed_by == "w2"
+    assert not renew_lease(db, claimed, 60)
+    assert transition(db, claimed, StudyState.SENDING) is None  # w1 lost the claim
+    done = transition(db, taken, StudyState.SENDING)
+    assert done is not None and done.claimed_by is None
+    kinds = [(kind, detail.get("reclaimed")) for _, kind, detail in events_of(db, taken.id)]
+    assert ("claimed", True) in kinds
+
+
+def test_late_instance_supersedes_a_claimed_study(db: SessionFactory) -> None:
+    record_instance(db, facts(sop="1.1"))
+    transition(db, study_ref(db), StudyState.QUEUED)
+    claimed = claim_next(db, "w1", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert claimed is not None
+    assert record_instance(db, facts(sop="1.2")) is RecordOutcome.REOPENED
+    assert transition(db, claimed, StudyState.SENDING) is None
+    ref = study_ref(db)
+    assert (ref.state, ref.generation, ref.claimed_by) == (StudyState.RECEIVING, 2, None)
+
+
+def _queue_studies(db: SessionFactory, count: int) -> None:
+    for index in range(count):
+        uid = f"1.2.{index + 1}"
+        record_instance(db, facts(study=uid, sop=uid + ".1"))
+        transition(db, study_ref(db, uid), StudyState.QUEUED)
+
+
+def _claim_all(url: str, worker: str) -> list[int]:
+    db = open_database(url)
+    mine = []
+    while (ref := claim_next(db, worker, StudyState.QUEUED, StudyState.PROCESSING, 60)) is not None:
+        mine.append(ref.id)
+    return mine
+
+
+def test_concurrent_claims_with_threads_never_share_a_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    _queue_studies(open_database(url), 40)
+    results: dict[str, list[int]] = {}
+
+    def work(name: str) -> None:
+        results[name] = _claim_all(url, name)
+
+    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [study for ids in results.values() for study in ids]
+    assert sorted(claimed) == list(range(1, 41))
+
+
+def test_concurrent_claims_with_processes_never_share_a_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    _queue_studies(open_database(url), 30)
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.starmap(_claim_all, [(url, f"p{i}") for i in range(3)])
+    claimed = [study for ids in results for study in ids]
+    assert sorted(claimed) == list(range(1, 31))
+
+
+def test_concurrent_receivers_create_one_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    db = open_database(url)
+    outcomes: list[RecordOutcome] = []
+    lock = threading.Lock()
+
+    def work(worker: int) -> None:
+        for index in range(10):
+            outcome = record_instance(db, facts(sop=f"1.2.3.{index}"))  # every worker, same UIDs
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(RecordOutcome.NEW) == 10
+    assert outcomes.count(RecordOutcome.DUPLICATE) == 30
+    assert study_ref(db).instance_count == 10
