@@ -334,7 +334,8 @@ def decode(ds: Dataset) -> npt.NDArray[Any]:
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for codec problems
-        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None) if "file_meta" in ds else None
+        meta = getattr(ds, "file_meta", None)
+        syntax = getattr(meta, "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "unknown transfer syntax")
         raise InferenceError(f"cannot decode pixel data ({name}): {exc}") from exc
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
@@ -460,7 +461,8 @@ def chest_wall_side(image: FloatImage) -> Literal["left", "right"] | None:
 def ultrasound_box(image: FloatImage) -> Box:
     """Bounding box of the non-black image area; the whole image if there is none."""
     small, stride = _small(image)
-    mask = ndimage.uniform_filter(small, size=3) > _US_BLACK
+    # opening removes isolated noise pixels without moving the area's edges
+    mask = ndimage.binary_opening(small > _US_BLACK, structure=np.ones((3, 3), dtype=bool))
     box = _largest_component_box(mask, stride, image.shape) if mask.any() else None
     return box if box is not None else (0, 0, image.shape[0], image.shape[1])
 

@@ -1,0 +1,1 @@
+"""Importable test helpers: model folders (``models``) and small DICOM images (``images``)."""
