@@ -78,6 +78,26 @@ def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
     return tag >= 0x7FE00000
 
 
+class _StrictReader(BytesIO):
+    """A byte stream that raises where the parser would silently run past the end.
+
+    pydicom is lenient: a skipped element longer than the data, or a truncated value,
+    just ends the data set (with a warning). Here both mean the data set was cut short.
+    """
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        out = super().read(size)
+        if size is not None and size > 0 and 0 < len(out) < size:
+            raise DataSetError(f"data set ends inside an element ({len(out)} of {size} bytes)")
+        return out
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        position = super().seek(offset, whence)
+        if position > len(self.getbuffer()):
+            raise DataSetError("an element's length runs past the end of the data set")
+        return position
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
     if value is None or value == "":
@@ -101,7 +121,7 @@ def read_header(data: bytes, transfer_syntax: str) -> Dataset:
         if deflated:
             data = zlib.decompress(data, -zlib.MAX_WBITS)
         ds = read_dataset(
-            BytesIO(data), implicit, little, stop_when=_before_pixels, specific_tags=_HEADER_TAGS
+            _StrictReader(data), implicit, little, stop_when=_before_pixels, specific_tags=_HEADER_TAGS
         )
         for keyword in _HEADER_KEYWORDS:  # force conversion now, inside the try
             ds.get(keyword)
