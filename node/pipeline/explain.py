@@ -32,6 +32,9 @@ __all__ = ["Region", "combine_cams", "extract_regions", "grad_cam", "outline"]
 
 Point = tuple[float, float]
 
+# values within this fraction of the map's maximum of a region's peak count as the peak
+_PLATEAU = 0.01
+
 
 @dataclass(frozen=True)
 class Region:
@@ -41,7 +44,8 @@ class Region:
         polygon: closed outline ``((x, y), ...)``, first point repeated last,
             DICOM SCOORD convention (``(0, 0)`` = top-left corner of the image).
         peak: highest map value inside the region, in ``[0, 1]``.
-        peak_point: ``(x, y)`` of that maximum (a pixel centre).
+        peak_point: ``(x, y)`` of that maximum (the centre of the pixels within
+            1 % of it, since up-sampled maps have flat tops).
         area: polygon area in original pixels.
     """
 
@@ -209,14 +213,15 @@ def extract_regions(
         corners[:, 0] = np.clip(corners[:, 0], 0, width)
         corners[:, 1] = np.clip(corners[:, 1], 0, height)
         pixel_mask = np.kron(component, np.ones((cell, cell), dtype=bool))[:height, :width]
-        values = np.where(pixel_mask, hm, -np.inf)
-        py, px = np.unravel_index(int(np.argmax(values)), values.shape)
+        peak = float(hm[pixel_mask].max())
+        # up-sampled maps have flat tops: report the centre of the top plateau
+        py, px = np.nonzero(pixel_mask & (hm >= peak - _PLATEAU * top_value))
         polygon = geometry.to_original(corners)
-        peak_point = geometry.to_original([[px + 0.5, py + 0.5]])[0]
+        peak_point = geometry.to_original([[px.mean() + 0.5, py.mean() + 0.5]])[0]
         regions.append(
             Region(
                 polygon=tuple((float(a), float(b)) for a, b in polygon),
-                peak=float(hm[py, px]),
+                peak=peak,
                 peak_point=(float(peak_point[0]), float(peak_point[1])),
                 area=_polygon_area(polygon),
             )
