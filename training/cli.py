@@ -116,6 +116,37 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(func=_cmd_synth)
 
 
+def _cmd_synth_sheet(args: argparse.Namespace) -> int:
+    from training.synthetic.sheet import make_contact_sheet
+
+    try:
+        path = make_contact_sheet(args.data, args.out, args.studies)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+    return 0
+
+
+def _add_synth_sheet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "synth-sheet",
+        help="draw a PNG contact sheet of synthetic studies with lesion outlines",
+        description="Draw a few studies of each --data folder (written by synth) into one PNG.",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a folder written by 'breast-train synth' (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="PNG", help="output file")
+    parser.add_argument("--studies", type=int, default=3, metavar="N", help="studies per folder")
+    parser.set_defaults(func=_cmd_synth_sheet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand has a one-line description."""
     parser = argparse.ArgumentParser(
@@ -125,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
+    _add_synth_sheet(sub)
     return parser
 
 

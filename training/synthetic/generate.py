@@ -7,8 +7,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from pydicom.dataset import Dataset
 
-from training.synthetic.dicom import MgInstance, mammography_dataset, study_level
+from training.synthetic.dicom import (
+    PATIENT_ORIENTATION,
+    MgInstance,
+    mammography_dataset,
+    study_level,
+)
 from training.synthetic.encoding import encode, save
 from training.synthetic.labels import LABELS_FILE, write_labels
 from training.synthetic.mammogram import (
@@ -18,12 +24,15 @@ from training.synthetic.mammogram import (
 )
 from training.synthetic.options import MG_VIEWS, SynthImage, SynthOptions
 from training.synthetic.study import GRIDS, StudyPlan, image_rng, plan_study
+from training.synthetic.tomo import SLICES, tomo_dataset, tomo_frames
 
-__all__ = ["write_studies"]
+__all__ = ["DEFAULT_OPTIONS", "write_mask", "write_studies"]
+
+DEFAULT_OPTIONS = SynthOptions()
 
 
 def write_studies(
-    out: Path, studies: int, seed: int, options: SynthOptions = SynthOptions()
+    out: Path, studies: int, seed: int, options: SynthOptions = DEFAULT_OPTIONS
 ) -> list[SynthImage]:
     """Write ``studies`` synthetic studies under ``out`` and ``out/labels.csv``.
 
@@ -67,6 +76,7 @@ def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[S
     study = study_level(identity, "MG", "Screening mammography, bilateral")
     photometric = options.photometric.upper()
     images: list[SynthImage] = []
+    tomo_side = plan.lesion_side or "L"
     views = [v for v in MG_VIEWS if v != options.dropped]
     for number, (laterality, view) in enumerate(views, start=1):
         rv = render_view(
@@ -142,4 +152,23 @@ def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[S
                 encode(fp_ds, options.transfer_syntax),
                 out / f"{_folder(plan)}/{name}-for-processing.dcm",
             )
+        if options.tomo and (laterality, view) == (tomo_side, "CC"):
+            _write_tomo(out, plan, options, study, rv.pixels, laterality)
     return images
+
+
+def _write_tomo(
+    out: Path,
+    plan: StudyPlan,
+    options: SynthOptions,
+    study: Dataset,
+    pixels: NDArray[np.uint16],
+    laterality: str,
+) -> None:
+    grid = GRIDS[options.size]
+    rng = image_rng(plan, laterality, "CC", kind=1)
+    frames = tomo_frames(pixels, rng, focus=int(rng.integers(2, SLICES - 2)))
+    spacing = grid.spacing * pixels.shape[0] / frames.shape[1]
+    orientation = PATIENT_ORIENTATION[(laterality, "CC")]
+    ds = tomo_dataset(study, plan.identity, laterality, frames, spacing, orientation)
+    save(encode(ds, options.transfer_syntax), out / f"{_folder(plan)}/{laterality}-CC-tomo.dcm")

@@ -84,7 +84,7 @@ def draw_lesion(
         "pleomorphic_calcifications": rng.uniform(3.5, 8.0),
         "architectural_distortion": rng.uniform(9.0, 18.0),
     }[kind] * size_scale
-    contrast = float(rng.uniform(0.12, 0.6)) * contrast_scale
+    contrast = float(rng.uniform(0.3, 0.85)) * contrast_scale
     return LesionSpec(
         kind=kind,
         label=label,
@@ -216,8 +216,8 @@ def _spiculated(
     q = _irregular_q(rng, yy, xx, r, turn, 0.15)
     core = _dome(q, 0.6)
     count = int(rng.integers(10, 22))
-    spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.7, (1.2, 3.0), 0.5)
-    tissue = np.maximum(core, 0.55 * spikes)
+    spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.7, (1.2, 3.0), 0.6)
+    tissue = np.maximum(core, 0.85 * spikes)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (q <= 1.0) | (spikes > 0.35)
     return tissue.astype(np.float32), np.zeros_like(tissue), mask
@@ -229,7 +229,7 @@ def _distortion(
     count = int(rng.integers(16, 30))
     spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.05, (0.6, 1.2), 0.35)
     centre = np.exp(-((np.hypot(yy, xx) / np.float32(0.25 * r)) ** 2))
-    tissue = np.maximum(0.7 * spikes, 0.35 * centre)
+    tissue = np.maximum(0.9 * spikes, 0.5 * centre)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (spikes > 0.3) | (centre > 0.5)
     return tissue.astype(np.float32), np.zeros_like(tissue), mask
