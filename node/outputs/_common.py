@@ -1,0 +1,69 @@
+"""Helpers shared by the result builders (private)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+
+from node.errors import InferenceError, OutputError
+from node.pipeline.preprocess import decode, to_unit_range
+
+__all__ = [
+    "DISCLAIMER",
+    "MANUFACTURER",
+    "closed_polygon",
+    "display_image",
+    "laterality_of",
+    "require_uids",
+]
+
+#: Manufacturer written into every result object (General Equipment).
+MANUFACTURER = "Breast AI Node"
+
+#: The short warning burned into images and written into reports.
+DISCLAIMER = "AI result, not for diagnostic use"
+
+
+def require_uids(ds: Dataset, what: str = "source image") -> None:
+    """Raise :class:`OutputError` unless ``ds`` has the UIDs a reference needs."""
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+        if not str(ds.get(keyword, "") or ""):
+            raise OutputError(f"{what}: {keyword} is missing")
+
+
+def laterality_of(ds: Dataset) -> str:
+    """``L``/``R``/``B`` from ImageLaterality, else Laterality; ``""`` when neither says."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(ds.get(keyword, "") or "").strip().upper()
+        if value in ("L", "R", "B"):
+            return value
+    return ""
+
+
+def display_image(ds: Dataset) -> npt.NDArray[np.float32]:
+    """The image as a viewer shows it by default: first VOI window, MONOCHROME1 inverted,
+    scaled to ``[0, 1]`` (colour ultrasound becomes grey)."""
+    try:
+        return to_unit_range(ds, decode(ds))
+    except InferenceError as exc:
+        raise OutputError(f"source image pixels: {exc}") from exc
+
+
+def closed_polygon(points: Sequence[Sequence[float]] | npt.ArrayLike, what: str) -> npt.NDArray[np.float32]:
+    """``(N, 2)`` float32 ``(x, y)`` points with the first point repeated last.
+
+    A closed POLYLINE (PS3.3 C.18.6.1.2) needs at least three distinct vertices.
+    """
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise OutputError(f"{what}: polygon must have shape (N, 2), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise OutputError(f"{what}: polygon has non-finite coordinates")
+    if len(arr) and not np.array_equal(arr[0], arr[-1]):
+        arr = np.vstack([arr, arr[:1]])
+    if len(np.unique(arr, axis=0)) < 3:
+        raise OutputError(f"{what}: polygon needs at least three distinct points")
+    return arr.astype(np.float32)

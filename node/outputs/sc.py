@@ -1,0 +1,150 @@
+"""Grad-CAM Secondary Capture: one RGB image per evaluated source image.
+
+The picture is the source image as a viewer shows it by default (first VOI
+window, MONOCHROME1 inverted), the Grad-CAM heat map blended over it, the region
+outlines with their scores, and a legend band below (model and version,
+malignancy probability, "AI result, not for diagnostic use"). Every viewer can
+show it; it is the one result form that needs no SR support.
+
+DICOM: Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7) built with
+highdicom, 8-bit RGB, Burned In Annotation YES, explicit VR little endian. Patient
+and study come from the source; Source Image Sequence references it; Image
+Laterality and Patient Orientation are carried over (Image Laterality only: also
+setting the series' Laterality makes dciodvfy report a Type 2C error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
+
+from node.errors import OutputError
+from node.outputs._common import (
+    DISCLAIMER,
+    MANUFACTURER,
+    closed_polygon,
+    display_image,
+    laterality_of,
+    require_uids,
+)
+from node.outputs.render import Outline, render_overlay
+from node.pipeline.explain import Region
+
+__all__ = ["SecondaryCaptureStyle", "build_secondary_capture", "legend_lines"]
+
+
+class SecondaryCaptureStyle:
+    """How the picture looks: colour map, heat-map opacity, longest side in pixels."""
+
+    __slots__ = ("colormap", "opacity", "size")
+
+    def __init__(self, colormap: str = "jet", opacity: float = 0.4, size: int = 1024) -> None:
+        if not 0.0 <= opacity <= 1.0:
+            raise OutputError(f"opacity: must be in [0, 1], not {opacity}")
+        if size < 0:
+            raise OutputError(f"sc_size: must be >= 0, not {size}")
+        self.colormap = colormap
+        self.opacity = opacity
+        self.size = size
+
+
+def legend_lines(
+    model_name: str, model_version: str, probability: float, laterality: str, view: str
+) -> list[str]:
+    """The legend's text lines (the disclaimer line is added by the renderer)."""
+    where = " ".join(part for part in (laterality, view) if part)
+    lines = [f"{model_name} {model_version}".strip()]
+    lines.append(f"Malignancy probability {probability * 100:.1f}%" + (f" ({where})" if where else ""))
+    return lines
+
+
+def build_secondary_capture(
+    source: Dataset,
+    *,
+    heatmap: npt.NDArray[np.float32] | None,
+    regions: Sequence[Region],
+    probability: float,
+    model_name: str,
+    model_version: str,
+    style: SecondaryCaptureStyle,
+    series_instance_uid: str,
+    series_number: int,
+    series_description: str,
+    sop_instance_uid: str,
+    instance_number: int,
+) -> hd.sc.SCImage:
+    """Build the Grad-CAM secondary capture of ``source`` (a dataset with pixel data).
+
+    ``heatmap`` is on the source's pixel grid (``(Rows, Columns)``, values in
+    ``[0, 1]``), or ``None`` for an image without a map (the picture then shows the
+    image and legend only). ``regions`` are in source pixel coordinates.
+    """
+    require_uids(source)
+    if not 0.0 <= probability <= 1.0:
+        raise OutputError(f"probability: must be in [0, 1], not {probability}")
+    gray = display_image(source)
+    if heatmap is None:
+        heat = np.zeros_like(gray)
+    else:
+        heat = np.asarray(heatmap, dtype=np.float32)
+        if heat.shape != gray.shape:
+            raise OutputError(f"heatmap: shape {heat.shape} differs from the image's {gray.shape}")
+    outlines = [
+        Outline(closed_polygon(r.polygon, f"regions[{i}]").astype(np.float64), f"{i + 1}: {r.peak:.2f}")
+        for i, r in enumerate(regions)
+    ]
+    laterality = laterality_of(source)
+    view = str(source.get("ViewPosition", "") or "")
+    rgb = render_overlay(
+        gray,
+        heat,
+        outlines,
+        colormap=style.colormap,
+        opacity=style.opacity,
+        longest_side=style.size,
+        legend=legend_lines(model_name, model_version, probability, laterality, view),
+        warning=DISCLAIMER,
+    )
+
+    orientation = [str(v) for v in (source.get("PatientOrientation") or [])]
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=rgb,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        # highdicom checks single-letter directions only; the source's own
+        # (possibly compound, e.g. "FR") values are written below.
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        patient_orientation=("A", "F"),
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        series_description=series_description,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    sc.PatientOrientation = orientation if len(orientation) == 2 else ""
+    if laterality:
+        sc.ImageLaterality = laterality
+    sc.BurnedInAnnotation = "YES"
+    sc.DerivationDescription = (
+        f"Grad-CAM heat map of {model_name} {model_version} blended over the source image"
+    )[:1024]
+    sc.SourceImageSequence = [_source_reference(source)]
+    return sc
+
+
+def _source_reference(source: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    purpose = hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    return item
