@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.logging)
+    # The listener receives data sets into temporary files: keep them in the spool's tmp/
+    # folder (same file system for the final rename; emptied at every start).
+    tempfile.tempdir = str(settings.storage.spool / "tmp")
     serve_forever(NodeService(settings))
     return 0
 

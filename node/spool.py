@@ -12,6 +12,7 @@ once :meth:`Spool.write` returns.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -111,13 +112,44 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            folder = final.parent
-            if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(folder.parent)
+            folder = self._folder(final)
             os.replace(tmp, final)
             _fsync_dir(folder)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
         return size
+
+    def adopt(self, relative: str, source: Path) -> int:
+        """Move the complete file ``source`` to ``relative`` atomically and durably.
+
+        ``source`` is fsynced and renamed (copied through ``tmp/`` when it lives on another
+        file system); returns the size. Raises :class:`StorageError`.
+        """
+        final = self.root / relative
+        try:
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            folder = self._folder(final)
+            try:
+                os.replace(source, final)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                with source.open("rb") as data:
+                    return self.write(relative, iter(lambda: data.read(1 << 20), b""))
+            _fsync_dir(folder)
+        except OSError as exc:
+            raise StorageError(f"cannot store {relative}: {exc.strerror or exc}") from exc
+        return size
+
+    def _folder(self, final: Path) -> Path:
+        folder = final.parent
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(folder.parent)
+        return folder

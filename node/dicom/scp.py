@@ -1,26 +1,24 @@
 """Our Storage SCP: receive C-STORE, write the bytes durably, record them, answer.
 
-The C-STORE handler never decodes pixel data: it reads a handful of header attributes
-from the received bytes (stopping before Pixel Data), writes the bytes exactly as
-received as a DICOM file with file meta (temporary file, fsync, rename, fsync folder),
-records the instance in the database, and only then answers Success.
+The C-STORE handler never decodes pixel data. pynetdicom streams the data set, exactly as
+received, into a temporary DICOM file (with file meta); the handler reads a handful of
+header attributes from it (stopping before Pixel Data), fsyncs it, renames it into the
+spool and fsyncs the folder, records the instance in the database, and only then answers
+Success.
 """
 
 from __future__ import annotations
 
-import zlib
+import io
 from dataclasses import replace
-from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import structlog
+from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID
-from pynetdicom import AE, evt
+from pydicom.tag import Tag
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,7 +33,6 @@ __all__ = ["StorageSCP", "read_facts"]
 
 log = structlog.get_logger(__name__)
 
-_PREAMBLE = b"\x00" * 128 + b"DICM"
 _HEADER_KEYWORDS = [
     "SOPClassUID",
     "SOPInstanceUID",
@@ -74,16 +71,23 @@ class MissingUIDError(ValueError):
     """The data set lacks a required UID or contradicts the command (Does Not Match)."""
 
 
-def _before_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return tag >= 0x7FE00000
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
 
 
-class _StrictReader(BytesIO):
-    """A byte stream that raises where the parser would silently run past the end.
+class _StrictReader(io.BufferedReader):
+    """A file reader that raises where the parser would silently run past the end.
 
     pydicom is lenient: a skipped element longer than the data, or a truncated value,
     just ends the data set (with a warning). Here both mean the data set was cut short.
     """
+
+    def __init__(self, raw: io.RawIOBase, size: int) -> None:
+        super().__init__(raw)
+        self._size = size
 
     def read(self, size: int | None = -1, /) -> bytes:
         out = super().read(size)
@@ -93,58 +97,34 @@ class _StrictReader(BytesIO):
 
     def seek(self, offset: int, whence: int = 0, /) -> int:
         position = super().seek(offset, whence)
-        if position > len(self.getbuffer()):
+        if position > self._size:
             raise DataSetError("an element's length runs past the end of the data set")
         return position
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    return str(value).strip() or None
+def read_header(path: Path) -> Dataset:
+    """Parse the header attributes the node needs from a DICOM file, without pixel data.
 
-
-def read_header(data: bytes, transfer_syntax: str) -> Dataset:
-    """Parse the header attributes the node needs from a data set, without pixel data.
-
-    Raises :class:`DataSetError` when the bytes are not a parsable data set.
+    Raises :class:`DataSetError` when the file is not a parsable data set.
     """
-    syntax = UID(transfer_syntax)
     try:
-        implicit = syntax.is_implicit_VR
-        little = syntax.is_little_endian
-        deflated = syntax.is_deflated
-    except ValueError:  # private transfer syntax: encapsulated is explicit little endian
-        implicit, little, deflated = False, True, False
-    try:
-        if deflated:
-            data = zlib.decompress(data, -zlib.MAX_WBITS)
-        ds = read_dataset(
-            _StrictReader(data), implicit, little, stop_when=_before_pixels, specific_tags=_HEADER_TAGS
-        )
-        for keyword in _HEADER_KEYWORDS:  # force conversion now, inside the try
-            ds.get(keyword)
+        with _StrictReader(io.FileIO(path, "r"), path.stat().st_size) as fp:
+            ds = dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            for keyword in _HEADER_KEYWORDS:  # force conversion now, inside the try
+                ds.get(keyword)
     except Exception as exc:
         raise DataSetError(f"cannot parse data set: {exc}") from exc
     return ds
 
 
 def read_facts(
-    data: bytes,
-    *,
-    transfer_syntax: str,
-    sop_class_uid: str,
-    sop_instance_uid: str,
-    calling_ae: str,
-    path: str = "",
-    size_bytes: int = 0,
+    path: Path, *, sop_class_uid: str, sop_instance_uid: str, calling_ae: str
 ) -> InstanceFacts:
-    """The instance's header facts; checks them against the C-STORE command.
+    """The header facts of a received file; checks them against the C-STORE command.
 
     Raises :class:`DataSetError` (unparsable) or :class:`MissingUIDError`.
     """
-    ds = read_header(data, transfer_syntax)
+    ds = read_header(path)
     try:
         uids = {kw: _text(ds, kw) for kw in _HEADER_KEYWORDS[:4]}
         missing = [kw for kw, value in uids.items() if not value]
@@ -161,10 +141,10 @@ def read_facts(
             series_uid=str(uids["SeriesInstanceUID"]),
             sop_instance_uid=sop_instance_uid,
             sop_class_uid=sop_class_uid,
-            transfer_syntax_uid=transfer_syntax,
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
             calling_ae=calling_ae,
-            path=path,
-            size_bytes=size_bytes,
+            path="",
+            size_bytes=0,
             accession_number=_text(ds, "AccessionNumber"),
             modality=_text(ds, "Modality"),
             laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
@@ -212,6 +192,11 @@ class StorageSCP:
         ae.dimse_timeout = node.dimse_timeout
         ae.network_timeout = node.network_timeout
         add_scp_contexts(ae)
+        # Receive each data set straight into a file (event.dataset_path) instead of
+        # memory: the write overlaps the network transfer and the handler only has to
+        # fsync and rename it. pynetdicom creates the file in tempfile.gettempdir(), which
+        # `breast-node serve` points at the spool's tmp/ folder.
+        _config.STORE_RECV_CHUNKED_DATASET = True
         self._server = ae.start_server(
             (node.host, node.port),
             block=False,
@@ -252,14 +237,11 @@ class StorageSCP:
             return status.PROCESSING_FAILURE
 
     def _store(self, event: evt.Event, request: Any, calling_ae: str, bound: Any) -> int:
-        file_meta = event.file_meta
-        file_meta.SourceApplicationEntityTitle = calling_ae
-        transfer_syntax = str(file_meta.TransferSyntaxUID)
-        data = event.encoded_dataset(include_meta=False)
+        # pynetdicom wrote the data set, as received, with file meta, to a temporary file
+        received = event.dataset_path
         try:
             facts = read_facts(
-                data,
-                transfer_syntax=transfer_syntax,
+                received,
                 sop_class_uid=str(request.AffectedSOPClassUID),
                 sop_instance_uid=str(request.AffectedSOPInstanceUID),
                 calling_ae=calling_ae,
@@ -278,13 +260,13 @@ class StorageSCP:
             return status.CANNOT_UNDERSTAND
         bound = bound.bind(study_uid=facts.study_uid)
 
-        meta = DicomBytesIO()
-        write_file_meta_info(meta, file_meta, enforce_standard=True)
         relative = self.spool.relative_path(facts.study_uid, facts.sop_instance_uid)
         try:
-            size = self.spool.write(relative, (_PREAMBLE, meta.getvalue(), data))
+            size = self.spool.adopt(relative, received)
         except StorageError as exc:
-            bound.error("store.failed", status=status.describe(status.PROCESSING_FAILURE), reason=str(exc))
+            bound.error(
+                "store.failed", status=status.describe(status.PROCESSING_FAILURE), reason=str(exc)
+            )
             return status.PROCESSING_FAILURE
         facts = replace(facts, path=relative, size_bytes=size)
         try:
@@ -303,6 +285,6 @@ class StorageSCP:
             outcome=outcome.value,
             bytes=size,
             modality=facts.modality,
-            transfer_syntax=transfer_syntax,
+            transfer_syntax=facts.transfer_syntax_uid,
         )
         return status.SUCCESS

@@ -83,7 +83,7 @@ def test_storescu_study_is_stored_verbatim_and_queued(
         row = rows[original.SOPInstanceUID]
         received = dcmread(settings.storage.spool / row.path)
         assert received.PixelData == original.PixelData  # bytes as sent, never decoded
-        assert received.file_meta.SourceApplicationEntityTitle == "STORESCU"
+        assert received.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert (row.modality, row.laterality, row.view) == ("MG", original.ImageLaterality, original.ViewPosition)
         assert row.calling_ae == "STORESCU"
         assert row.size_bytes == (settings.storage.spool / row.path).stat().st_size

@@ -1,0 +1,211 @@
+"""Receiving throughput: our durable SCP against dcmtk storescp and Orthanc.
+
+Each receiver gets the same detector-size synthetic mammograms from dcmtk ``storescu``,
+once from one sender and once from four concurrent senders (the files split between
+them). Prints a table of MB/s and the ratio to storescp.
+
+    .venv/bin/python bench/ingest.py [--images 20] [--repeat 2] [--data var/bench/ingest]
+
+Our SCP fsyncs every file and its folder and records it in SQLite (WAL, synchronous=FULL)
+before it answers; storescp (``-B``, bit-preserving) and Orthanc do not fsync each file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BREAST_NODE = Path(sys.executable).parent / "breast-node"
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def make_data(folder: Path, images: int) -> list[Path]:
+    """Detector-size mammograms (3328 x 2560, 16 bit, uncompressed), generated once."""
+    files = sorted(folder.rglob("*.dcm"))
+    if len(files) < images:
+        from training.synthetic import SynthOptions, write_studies
+
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"generating {images} full-size mammograms in {folder} ...", file=sys.stderr)
+        write_studies(folder, studies=(images + 3) // 4, seed=7, options=SynthOptions(size="full"))
+        files = sorted(folder.rglob("*.dcm"))
+    return files[:images]
+
+
+@contextmanager
+def our_scp(work: Path, port: int) -> Iterator[str]:
+    config = work / "node.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "node": {"host": "127.0.0.1", "port": port, "max_pdu": 0},
+                "storage": {"database": "sqlite:///node.db", "spool": "spool"},
+                "completion": {"quiet_seconds": 3600},
+                "model": None,
+                "logging": {"level": "WARNING", "format": "json"},
+            }
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen([str(BREAST_NODE), "serve", "--config", str(config)], cwd=work)
+    try:
+        wait_for_port(port)
+        yield "BREAST_AI"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@contextmanager
+def storescp(work: Path, port: int) -> Iterator[str]:
+    out = work / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        ["storescp", "-B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out), str(port)]
+    )
+    try:
+        wait_for_port(port)
+        yield "STORESCP"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@contextmanager
+def orthanc(work: Path, port: int) -> Iterator[str]:
+    config = work / "orthanc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "bench",
+                "StorageDirectory": str(work / "storage"),
+                "IndexDirectory": str(work / "index"),
+                "DicomAet": "ORTHANC",
+                "DicomPort": port,
+                "HttpPort": free_port(),
+                "HttpServerEnabled": True,
+                "RemoteAccessAllowed": False,
+                "DicomCheckCalledAet": False,
+                "DicomAlwaysAllowStore": True,
+                "StorageCompression": False,
+                "Plugins": [],
+            }
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [ORTHANC, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port)
+        yield "ORTHANC"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+RECEIVERS: dict[str, Callable[[Path, int], contextmanager[str]]] = {  # type: ignore[valid-type]
+    "storescp": storescp,
+    "orthanc": orthanc,
+    "breast-node": our_scp,
+}
+
+
+def send(port: int, ae_title: str, files: list[Path], senders: int) -> float:
+    """Wall-clock seconds for ``senders`` concurrent storescu processes to send ``files``."""
+    groups = [files[i::senders] for i in range(senders)]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-aec", ae_title, "--max-pdu", "131072", "127.0.0.1", str(port),
+             *map(str, group)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - start
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per cell; the best is kept")
+    parser.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "ingest")
+    args = parser.parse_args(argv)
+
+    files = make_data(args.data, args.images)
+    megabytes = sum(f.stat().st_size for f in files) / 1e6
+    results: dict[tuple[str, int], float] = {}
+    for senders in (1, 4):
+        for name, receiver in RECEIVERS.items():
+            best = float("inf")
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory(prefix=f"ingest-{name}-", dir=ROOT / "var") as tmp:
+                    port = free_port()
+                    with receiver(Path(tmp), port) as ae_title:
+                        best = min(best, send(port, ae_title, files, senders))
+            results[(name, senders)] = best
+
+    print(f"{len(files)} files, {megabytes:.0f} MB, storescu -> receiver on loopback; {machine()}")
+    print()
+    print("| receiver | senders | seconds | MB/s | vs storescp |")
+    print("|---|---:|---:|---:|---:|")
+    for senders in (1, 4):
+        reference = results[("storescp", senders)]
+        for name in RECEIVERS:
+            seconds = results[(name, senders)]
+            print(
+                f"| {name} | {senders} | {seconds:.2f} | {megabytes / seconds:.0f} | "
+                f"{reference / seconds:.2f}x |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
