@@ -63,3 +63,9 @@ lint: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
+
+# Inference throughput and latency per architecture and for the ensemble (CPU: a few minutes;
+# on a CUDA machine also bf16 and batch sizes 1/4/16). Results: docs/benchmarks.md.
+.PHONY: bench-inference
+bench-inference: $(VENV)/.installed-run
+	$(BIN)/python bench/inference.py $(BENCH_ARGS)

@@ -12,6 +12,7 @@ error names the file and the field. The layout is documented in
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,11 +41,13 @@ CARD_FILE = "card.yaml"
 """File name of the card inside a model folder."""
 
 CARD_FORMAT = 1
-"""Version of the card layout this node reads."""
+"""Version of the card layout this node reads (``ModelCard.format``)."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _WEIGHTS_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.safetensors$")
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -72,9 +75,7 @@ class InputSpec(_Frozen):
         for key in ("mean", "std"):
             values = getattr(self, key)
             if len(values) != self.channels:
-                raise ValueError(
-                    f"{key} has {len(values)} values but channels is {self.channels}"
-                )
+                raise ValueError(f"{key} has {len(values)} values but channels is {self.channels}")
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be greater than 0")
         return self
@@ -163,7 +164,7 @@ class AssessmentBands(_Frozen):
                 f"got {len(self.cut_points)}"
             )
         points = self.cut_points
-        if any(not 0 < p < 1 for p in points) or any(a >= b for a, b in zip(points, points[1:])):
+        if any(not 0 < p < 1 for p in points) or any(a >= b for a, b in pairwise(points)):
             raise ValueError("cut points must increase strictly and lie between 0 and 1")
         return self
 
@@ -207,7 +208,7 @@ class MeasuredMetrics(_Frozen):
 class ModelCard(_Frozen):
     """The whole card. Frozen; build it with :func:`read_card` or :func:`card_from_data`."""
 
-    format: Literal[1] = CARD_FORMAT
+    format: Literal[1] = 1
     name: Identifier
     version: Annotated[str, Field(min_length=1, max_length=64)]
     description: str = ""
@@ -238,7 +239,8 @@ class ModelCard(_Frozen):
     def _references(self) -> ModelCard:
         if self.malignant_label not in self.labels:
             raise ValueError(
-                f"malignant_label {self.malignant_label!r} is not one of the labels {list(self.labels)}"
+                f"malignant_label {self.malignant_label!r} is not one of the labels "
+                f"{list(self.labels)}"
             )
         names = [p.name for p in self.operating_points]
         if len(set(names)) != len(names):

@@ -91,12 +91,15 @@ def _load_member(folder: Path, card: ModelCard, spec: MemberSpec) -> nn.Module:
     actual = sha256_file(path)
     if actual != spec.sha256:
         raise ModelError(
-            f"{where}: weights file {spec.weights} has SHA-256 {actual}, the card says {spec.sha256}"
+            f"{where}: weights file {spec.weights} has SHA-256 {actual}, "
+            f"the card says {spec.sha256}"
         )
     try:
         state = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"{where}: {spec.weights} is not a readable safetensors file: {exc}") from exc
+        raise ModelError(
+            f"{where}: {spec.weights} is not a readable safetensors file: {exc}"
+        ) from exc
     try:
         model = create_model(
             spec.architecture, num_classes=len(card.labels), in_chans=card.input.channels
@@ -123,7 +126,11 @@ def _state_problems(expected: Mapping[str, torch.Tensor], found: Mapping[str, to
         if found[key].shape != expected[key].shape
     ]
     parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatch", mismatched),
+    ):
         if items:
             shown = ", ".join(items[:_SHOWN_KEYS])
             more = f" and {len(items) - _SHOWN_KEYS} more" if len(items) > _SHOWN_KEYS else ""
@@ -158,7 +165,9 @@ def write_model_folder(
             raise ModelError(f"{folder}: no weights given for member {name!r}")
         member.setdefault("weights", f"{name}.safetensors")
         path = folder / member["weights"]
-        tensors = {key: value.detach().cpu().contiguous().clone() for key, value in weights[name].items()}
+        tensors = {
+            key: value.detach().cpu().contiguous().clone() for key, value in weights[name].items()
+        }
         save_file(tensors, path, metadata={"architecture": str(member.get("architecture", ""))})
         member["sha256"] = sha256_file(path)
     card = card_from_data(data, folder / CARD_FILE)

@@ -12,6 +12,7 @@ mirror-symmetric kernels the network is exactly flip-invariant.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -48,7 +49,7 @@ class BreastCNNSmall(nn.Module):
             nn.ReLU(inplace=True),
         )
         stages: list[nn.Module] = []
-        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+        for cin, cout in pairwise(widths):
             stages.append(
                 nn.Sequential(
                     nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
@@ -59,7 +60,9 @@ class BreastCNNSmall(nn.Module):
             )
         self.stages = nn.Sequential(*stages)
         self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.fc: nn.Module = (
+            nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> last feature map ``(N, widths[-1], H/32, W/32)``."""

@@ -72,8 +72,14 @@ TTA_VIEWS: tuple[TTAView, ...] = (
 """The views in the order ``multi`` takes them."""
 
 
-def tta_views(mode: Literal["none", "flip", "multi"], count: int = len(TTA_VIEWS)) -> tuple[TTAView, ...]:
-    """Views for a TTA mode: ``none`` (identity), ``flip`` (+ mirror), ``multi`` (first ``count``)."""
+def tta_views(
+    mode: Literal["none", "flip", "multi"], count: int = len(TTA_VIEWS)
+) -> tuple[TTAView, ...]:
+    """Views for a TTA mode.
+
+    ``none``: identity; ``flip``: identity and mirror; ``multi``: the first ``count``
+    of :data:`TTA_VIEWS`.
+    """
     if mode == "none":
         return TTA_VIEWS[:1]
     if mode == "flip":
@@ -103,7 +109,9 @@ def apply_view(batch: torch.Tensor, view: TTAView) -> torch.Tensor:
     return F.grid_sample(out, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def calibrated_probabilities(logits: torch.Tensor | npt.ArrayLike, temperature: float) -> FloatArray:
+def calibrated_probabilities(
+    logits: torch.Tensor | npt.ArrayLike, temperature: float
+) -> FloatArray:
     """``softmax(logits / temperature)`` over the last axis, as float64."""
     if temperature <= 0:
         raise ValueError("temperature must be positive")
@@ -165,9 +173,13 @@ def study_score(breasts: Mapping[str, float]) -> float:
     return aggregate(list(breasts.values()), "max")
 
 
-def assessment_category(probability: float, categories: Sequence[str], cut_points: Sequence[float]) -> str:
+def assessment_category(
+    probability: float, categories: Sequence[str], cut_points: Sequence[float]
+) -> str:
     """The category whose band holds ``probability`` (bands are ``[cut[i-1], cut[i])``)."""
     if len(categories) != len(cut_points) + 1:
         raise ValueError("categories must have one more entry than cut_points")
-    index = int(np.searchsorted(np.asarray(cut_points, dtype=np.float64), probability, side="right"))
+    index = int(
+        np.searchsorted(np.asarray(cut_points, dtype=np.float64), probability, side="right")
+    )
     return categories[index]

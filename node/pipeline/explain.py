@@ -96,7 +96,9 @@ def combine_cams(
     total = float(sum(weights))
     out: torch.Tensor | None = None
     for cam, weight in zip(cams, weights, strict=True):
-        up = F.interpolate(cam[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+        up = F.interpolate(cam[:, None].float(), size=size, mode="bilinear", align_corners=False)[
+            :, 0
+        ]
         if valid is not None:
             up = up * _valid_mask(valid, size, up.device)
         peak = up.amax(dim=(1, 2), keepdim=True)
@@ -108,7 +110,9 @@ def combine_cams(
     return out.clamp(0.0, 1.0).cpu().numpy().astype(np.float32)
 
 
-def _valid_mask(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int], device: torch.device) -> torch.Tensor:
+def _valid_mask(
+    boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int], device: torch.device
+) -> torch.Tensor:
     mask = torch.zeros((len(boxes), *size), device=device)
     for i, (top, left, bottom, right) in enumerate(boxes):
         mask[i, top:bottom, left:right] = 1.0

@@ -319,7 +319,9 @@ class InferenceEngine:
                 prepared.extend(self._prepare_study(index, study))
             except InferenceError as exc:
                 errors[index] = StudyInferenceError(study.study_uid, str(exc))
-        outputs: dict[int, tuple[npt.NDArray[np.float64], npt.NDArray[np.float32] | None, StageTimings]] = {}
+        outputs: dict[
+            int, tuple[npt.NDArray[np.float64], npt.NDArray[np.float32] | None, StageTimings]
+        ] = {}
         size = self.settings.batch_size
         for start in range(0, len(prepared), size):
             batch = prepared[start : start + size]
@@ -329,7 +331,8 @@ class InferenceEngine:
                 reason = _runtime_reason(exc)
                 for item in batch:
                     errors.setdefault(
-                        item.study_index, StudyInferenceError(studies[item.study_index].study_uid, reason)
+                        item.study_index,
+                        StudyInferenceError(studies[item.study_index].study_uid, reason),
                     )
                 continue
             for offset, item in enumerate(batch):
@@ -342,7 +345,9 @@ class InferenceEngine:
         results: list[StudyResult | StudyInferenceError] = []
         for index, study in enumerate(studies):
             if index in errors:
-                log.warning("inference.failed", study_uid=study.study_uid, reason=str(errors[index]))
+                log.warning(
+                    "inference.failed", study_uid=study.study_uid, reason=str(errors[index])
+                )
                 results.append(errors[index])
                 continue
             items = [(i, p) for i, p in enumerate(prepared) if p.study_index == index]
@@ -459,10 +464,13 @@ class InferenceEngine:
             laterality_source=image.laterality_source,
             view=image.view,
             probability=float(probs[0, malignant]),
-            class_probabilities={label: float(p) for label, p in zip(labels, probs[0], strict=True)},
+            class_probabilities={
+                label: float(p) for label, p in zip(labels, probs[0], strict=True)
+            },
             predicted_class=labels[int(np.argmax(probs[0]))],
             member_probabilities={
-                spec.name: float(p) for spec, p in zip(self._specs, member_probs[:, malignant], strict=True)
+                spec.name: float(p)
+                for spec, p in zip(self._specs, member_probs[:, malignant], strict=True)
             },
             uncertainty=float(spread[0]),
             regions=regions,
@@ -499,7 +507,9 @@ class InferenceEngine:
             positive=score >= threshold,
             operating_point=self.operating_point.name,
             threshold=threshold,
-            assessment_category=ensemble.assessment_category(score, bands.categories, bands.cut_points),
+            assessment_category=ensemble.assessment_category(
+                score, bands.categories, bands.cut_points
+            ),
             model_name=self.card.name,
             model_version=self.card.version,
             tta=self.settings.tta,
@@ -513,4 +523,3 @@ def _runtime_reason(exc: Exception) -> str:
     if "out of memory" in text.lower():
         return f"inference ran out of memory (lower inference.batch_size): {text}"
     return f"inference failed: {text}"
-

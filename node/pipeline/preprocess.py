@@ -42,7 +42,7 @@ import pydicom
 import torch
 import torch.nn.functional as F  # noqa: N812
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from scipy import ndimage
 
 from node.errors import InferenceError
@@ -114,7 +114,9 @@ class Geometry:
         top, left, bottom, right = self.crop
         rows, cols = self.original_shape
         if not (0 <= top < bottom <= rows and 0 <= left < right <= cols):
-            raise ValueError(f"crop {self.crop} is not inside an image of shape {self.original_shape}")
+            raise ValueError(
+                f"crop {self.crop} is not inside an image of shape {self.original_shape}"
+            )
         if min(self.resized_shape) < 1:
             raise ValueError(f"resized shape {self.resized_shape} is empty")
         if (
@@ -229,7 +231,7 @@ def _interp_axis(
     shape[axis] = -1
     frac = frac.reshape(shape)
     result = np.take(values, i0, axis=axis) * (1 - frac) + np.take(values, i1, axis=axis) * frac
-    return result.astype(np.float32)
+    return np.asarray(result, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- #
@@ -413,7 +415,9 @@ def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def _largest_component_box(mask: npt.NDArray[np.bool_], stride: int, shape: tuple[int, int]) -> Box | None:
+def _largest_component_box(
+    mask: npt.NDArray[np.bool_], stride: int, shape: tuple[int, int]
+) -> Box | None:
     labels, count = ndimage.label(mask)
     if count == 0:
         return None
@@ -443,7 +447,9 @@ def breast_mask(image: FloatImage) -> tuple[npt.NDArray[np.bool_], int]:
 def breast_box(image: FloatImage) -> Box:
     """Bounding box of the breast: the largest Otsu component; the whole image if none."""
     mask, stride = breast_mask(image)
-    box = _largest_component_box(mask, stride, image.shape) if mask.any() and not mask.all() else None
+    box = (
+        _largest_component_box(mask, stride, image.shape) if mask.any() and not mask.all() else None
+    )
     return box if box is not None else (0, 0, image.shape[0], image.shape[1])
 
 
@@ -467,7 +473,9 @@ def ultrasound_box(image: FloatImage) -> Box:
     return box if box is not None else (0, 0, image.shape[0], image.shape[1])
 
 
-def clahe(image: FloatImage, clip_limit: float = 2.0, tiles: tuple[int, int] = (8, 8)) -> FloatImage:
+def clahe(
+    image: FloatImage, clip_limit: float = 2.0, tiles: tuple[int, int] = (8, 8)
+) -> FloatImage:
     """Contrast-limited adaptive histogram equalisation of a ``[0, 1]`` image.
 
     Each tile's histogram (256 bins) is clipped at ``clip_limit`` times the mean
@@ -489,7 +497,9 @@ def clahe(image: FloatImage, clip_limit: float = 2.0, tiles: tuple[int, int] = (
     cdf = np.cumsum(clipped, axis=1)
     curves = (cdf / cdf[:, -1:]).reshape(ty, tx, bins)
 
-    def grid(n: int, size: int, count: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    def grid(
+        n: int, size: int, count: int
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         pos = np.clip((np.arange(n) + 0.5) / size - 0.5, 0, count - 1)
         lo = np.floor(pos).astype(np.intp)
         return lo, np.minimum(lo + 1, count - 1), pos - lo
@@ -497,15 +507,23 @@ def clahe(image: FloatImage, clip_limit: float = 2.0, tiles: tuple[int, int] = (
     y0, y1, wy = grid(rows, th, ty)
     x0, x1, wx = grid(cols, tw, tx)
     wy2, wx2 = wy[:, None], wx[None, :]
-    top = curves[y0[:, None], x0[None, :], levels] * (1 - wx2) + curves[y0[:, None], x1[None, :], levels] * wx2
-    bottom = curves[y1[:, None], x0[None, :], levels] * (1 - wx2) + curves[y1[:, None], x1[None, :], levels] * wx2
-    return np.clip(top * (1 - wy2) + bottom * wy2, 0.0, 1.0).astype(np.float32)
+    top = (
+        curves[y0[:, None], x0[None, :], levels] * (1 - wx2)
+        + curves[y0[:, None], x1[None, :], levels] * wx2
+    )
+    bottom = (
+        curves[y1[:, None], x0[None, :], levels] * (1 - wx2)
+        + curves[y1[:, None], x1[None, :], levels] * wx2
+    )
+    return np.asarray(np.clip(top * (1 - wy2) + bottom * wy2, 0.0, 1.0), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- #
 # Resize
 # --------------------------------------------------------------------------- #
-def resize_and_pad(image: FloatImage, height: int, width: int) -> tuple[FloatImage, tuple[int, int], tuple[int, int]]:
+def resize_and_pad(
+    image: FloatImage, height: int, width: int
+) -> tuple[FloatImage, tuple[int, int], tuple[int, int]]:
     """Resize keeping the aspect ratio to fit ``height x width``, pad with zeros.
 
     The image sits at the top-left corner. Returns ``(output, resized_shape, pad)``
@@ -597,7 +615,9 @@ def preprocess_dataset(ds: Dataset, options: PreprocessOptions | None = None) ->
     """Decode and preprocess one DICOM image; :class:`InferenceError` on any failure."""
     modality = modality_of(ds)
     if modality not in ("MG", "US"):
-        raise InferenceError(f"unsupported modality {modality or '(missing)'!r} (expected MG or US)")
+        raise InferenceError(
+            f"unsupported modality {modality or '(missing)'!r} (expected MG or US)"
+        )
     pixels = to_unit_range(ds, decode(ds))
     laterality, source = laterality_from_tags(ds)
     result = preprocess_array(pixels, modality, laterality, options, laterality_source=source)

@@ -43,7 +43,9 @@ class Runtime:
         """Resolve ``auto`` choices; :class:`ModelError` if CUDA is required but absent."""
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise ModelError("inference.device is cuda but no CUDA device is available")
-        use_cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
+        use_cuda = settings.device == "cuda" or (
+            settings.device == "auto" and torch.cuda.is_available()
+        )
         device = torch.device("cuda" if use_cuda else "cpu")
         precision = settings.precision
         if precision == "auto":
@@ -98,10 +100,10 @@ def prepare_member(model: nn.Module, runtime: Runtime) -> PreparedMember:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     features: TensorFn = model.forward_features  # type: ignore[assignment]
     head: TensorFn = model.forward_head  # type: ignore[assignment]
     if runtime.compile:
-        features = torch.compile(features)  # type: ignore[assignment]
-        head = torch.compile(head)  # type: ignore[assignment]
+        features = torch.compile(features)
+        head = torch.compile(head)
     return PreparedMember(model=model, features=features, head=head)

@@ -107,7 +107,8 @@ def symmetric_state(seed: int = 0, num_classes: int = 3) -> dict[str, torch.Tens
     torch.manual_seed(seed)
     state = create_model("breast_cnn_small", num_classes=num_classes, in_chans=1).state_dict()
     return {
-        key: (value + value.flip(-1)) / 2 if value.ndim == 4 else value for key, value in state.items()
+        key: (value + value.flip(-1)) / 2 if value.ndim == 4 else value
+        for key, value in state.items()
     }
 
 

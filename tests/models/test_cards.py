@@ -25,12 +25,18 @@ def edit_card(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def test_written_folder_loads_and_predicts(tmp_path: Path) -> None:
-    folder = write_random_model_folder(tmp_path / "m", ("breast_cnn_small", "breast_cnn_small"), weights=(2, 1))
+    folder = write_random_model_folder(
+        tmp_path / "m", ("breast_cnn_small", "breast_cnn_small"), weights=(2, 1)
+    )
     loaded = load_model_folder(folder)
     card = loaded.card
     assert card.name == "tiny-test" and card.malignant_index == 2
     assert [m.spec.name for m in loaded.members] == ["m0", "m1"]
-    assert sorted(p.name for p in folder.iterdir()) == ["card.yaml", "m0.safetensors", "m1.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "card.yaml",
+        "m0.safetensors",
+        "m1.safetensors",
+    ]
     assert card.operating_point().name == "sens90"
     assert card.operating_point("sens95").threshold == pytest.approx(0.15)
     with torch.inference_mode():
@@ -74,7 +80,11 @@ def test_breast_cnn_small_refuses_pretrained() -> None:
 def test_sha256_mismatch(tmp_path: Path) -> None:
     folder = write_random_model_folder(tmp_path / "m")
     edit_card(folder, lambda d: d["ensemble"]["members"][0].update(sha256="0" * 64))
-    with pytest.raises(ModelError, match=r"member 'm0': weights file m0.safetensors has SHA-256 [0-9a-f]{64}, the card says 0{64}"):
+    with pytest.raises(
+        ModelError,
+        match=r"member 'm0': weights file m0\.safetensors has SHA-256 [0-9a-f]{64}, "
+        r"the card says 0{64}",
+    ):
         load_model_folder(folder)
 
 
@@ -89,7 +99,7 @@ def test_changed_weights_file(tmp_path: Path) -> None:
 def test_missing_weights_file(tmp_path: Path) -> None:
     folder = write_random_model_folder(tmp_path / "m")
     (folder / "m0.safetensors").unlink()
-    with pytest.raises(ModelError, match="weights file m0.safetensors is missing"):
+    with pytest.raises(ModelError, match=r"weights file m0\.safetensors is missing"):
         load_model_folder(folder)
 
 
@@ -105,21 +115,23 @@ def test_unexpected_keys(tmp_path: Path) -> None:
     state = create_model("breast_cnn_small", num_classes=3, in_chans=1).state_dict()
     state["extra.weight"] = torch.zeros(2)
     folder = write_random_model_folder(tmp_path / "m", states={"m0": state})
-    with pytest.raises(ModelError, match="unexpected keys: extra.weight"):
+    with pytest.raises(ModelError, match=r"unexpected keys: extra\.weight"):
         load_model_folder(folder)
 
 
 def test_shape_mismatch_from_other_labels(tmp_path: Path) -> None:
     two_class = create_model("breast_cnn_small", num_classes=2, in_chans=1).state_dict()
     folder = write_random_model_folder(tmp_path / "m", states={"m0": two_class})
-    with pytest.raises(ModelError, match=r"with 3 labels .*shape mismatch: fc.bias \(2,\) != \(3,\)"):
+    with pytest.raises(
+        ModelError, match=r"with 3 labels .*shape mismatch: fc.bias \(2,\) != \(3,\)"
+    ):
         load_model_folder(folder)
 
 
 def test_weights_of_another_architecture(tmp_path: Path) -> None:
     other = create_model("efficientnet_b0", num_classes=3, in_chans=1).state_dict()
     folder = write_random_model_folder(tmp_path / "m", states={"m0": other})
-    with pytest.raises(ModelError, match="missing keys: .* and .* more; unexpected keys"):
+    with pytest.raises(ModelError, match=r"missing keys: .* and .* more; unexpected keys"):
         load_model_folder(folder)
 
 
@@ -128,7 +140,10 @@ def test_not_a_safetensors_file(tmp_path: Path) -> None:
     (folder / "m0.safetensors").write_bytes(b"not safetensors")
     from node.models.folder import sha256_file
 
-    edit_card(folder, lambda d: d["ensemble"]["members"][0].update(sha256=sha256_file(folder / "m0.safetensors")))
+    edit_card(
+        folder,
+        lambda d: d["ensemble"]["members"][0].update(sha256=sha256_file(folder / "m0.safetensors")),
+    )
     with pytest.raises(ModelError, match="not a readable safetensors file"):
         load_model_folder(folder)
 
@@ -142,22 +157,74 @@ def _members(data: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        (lambda d: _members(d)[0].update(architecture="vgg11"), "ensemble.members.0.architecture", "unknown architecture 'vgg11'"),
-        (lambda d: d.update(malignant_label="cancer"), "(card)", "malignant_label 'cancer' is not one of the labels"),
-        (lambda d: d.update(labels=["normal", "normal", "malignant"]), "labels", "labels must be unique"),
+        (
+            lambda d: _members(d)[0].update(architecture="vgg11"),
+            "ensemble.members.0.architecture",
+            "unknown architecture 'vgg11'",
+        ),
+        (
+            lambda d: d.update(malignant_label="cancer"),
+            "(card)",
+            "malignant_label 'cancer' is not one of the labels",
+        ),
+        (
+            lambda d: d.update(labels=["normal", "normal", "malignant"]),
+            "labels",
+            "labels must be unique",
+        ),
         (lambda d: d.update(labels=["malignant"]), "labels", "at least two labels"),
-        (lambda d: d["input"].update(mean=[0.5, 0.5]), "input", "mean has 2 values but channels is 1"),
+        (
+            lambda d: d["input"].update(mean=[0.5, 0.5]),
+            "input",
+            "mean has 2 values but channels is 1",
+        ),
         (lambda d: d["input"].update(std=[0.0]), "input", "std values must be greater than 0"),
         (lambda d: d["input"].update(channels=2), "input.channels", "Input should be 1 or 3"),
-        (lambda d: _members(d)[0].update(sha256="ABC"), "ensemble.members.0.sha256", "64 lower-case hexadecimal"),
-        (lambda d: _members(d)[0].update(weights="../x.safetensors"), "ensemble.members.0.weights", "plain file name"),
-        (lambda d: _members(d)[0].update(temperature=0), "ensemble.members.0.temperature", "greater than 0"),
+        (
+            lambda d: _members(d)[0].update(sha256="ABC"),
+            "ensemble.members.0.sha256",
+            "64 lower-case hexadecimal",
+        ),
+        (
+            lambda d: _members(d)[0].update(weights="../x.safetensors"),
+            "ensemble.members.0.weights",
+            "plain file name",
+        ),
+        (
+            lambda d: _members(d)[0].update(temperature=0),
+            "ensemble.members.0.temperature",
+            "greater than 0",
+        ),
         (lambda d: _members(d)[0].update(weight=-1), "ensemble.members.0.weight", "greater than 0"),
-        (lambda d: _members(d).append(dict(_members(d)[0])), "ensemble", "member name 'm0' is used twice"),
-        (lambda d: d["operating_points"][0].update(threshold=1.5), "operating_points.0.threshold", "less than or equal to 1"),
-        (lambda d: d.update(default_operating_point="sens99"), "(card)", "default_operating_point 'sens99'"),
-        (lambda d: d["ensemble"].update(assessment={"categories": ["1", "2"], "cut_points": [0.5, 0.6]}), "ensemble.assessment", "2 categories need 1 cut points"),
-        (lambda d: d["ensemble"].update(assessment={"categories": ["1", "2", "3"], "cut_points": [0.6, 0.5]}), "ensemble.assessment", "increase strictly"),
+        (
+            lambda d: _members(d).append(dict(_members(d)[0])),
+            "ensemble",
+            "member name 'm0' is used twice",
+        ),
+        (
+            lambda d: d["operating_points"][0].update(threshold=1.5),
+            "operating_points.0.threshold",
+            "less than or equal to 1",
+        ),
+        (
+            lambda d: d.update(default_operating_point="sens99"),
+            "(card)",
+            "default_operating_point 'sens99'",
+        ),
+        (
+            lambda d: d["ensemble"].update(
+                assessment={"categories": ["1", "2"], "cut_points": [0.5, 0.6]}
+            ),
+            "ensemble.assessment",
+            "2 categories need 1 cut points",
+        ),
+        (
+            lambda d: d["ensemble"].update(
+                assessment={"categories": ["1", "2", "3"], "cut_points": [0.6, 0.5]}
+            ),
+            "ensemble.assessment",
+            "increase strictly",
+        ),
         (lambda d: d.update(colour="blue"), "colour", "unknown field"),
         (lambda d: d.pop("intended_use"), "intended_use", "Field required"),
         (lambda d: d.update(modalities=["CT"]), "modalities.0", "Input should be 'MG' or 'US'"),
@@ -198,5 +265,7 @@ def test_export_needs_weights_for_every_member(tmp_path: Path) -> None:
 
 def test_unknown_operating_point_by_name(tmp_path: Path) -> None:
     card = load_model_folder(write_random_model_folder(tmp_path / "m")).card
-    with pytest.raises(ModelError, match="has no operating point 'sens99' \\(has: sens90, sens95\\)"):
+    with pytest.raises(
+        ModelError, match="has no operating point 'sens99' \\(has: sens90, sens95\\)"
+    ):
         card.operating_point("sens99")

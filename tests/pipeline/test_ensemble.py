@@ -59,7 +59,10 @@ def test_breast_and_study_aggregation() -> None:
     [(0.0, "1"), (0.0199, "1"), (0.02, "2"), (0.25, "3"), (0.3, "4"), (0.7, "5"), (1.0, "5")],
 )
 def test_assessment_bands(probability: float, category: str) -> None:
-    assert assessment_category(probability, ("1", "2", "3", "4", "5"), (0.02, 0.1, 0.3, 0.7)) == category
+    assert (
+        assessment_category(probability, ("1", "2", "3", "4", "5"), (0.02, 0.1, 0.3, 0.7))
+        == category
+    )
 
 
 def test_tta_view_sets() -> None:
@@ -85,5 +88,9 @@ def test_views_move_content_as_named() -> None:
     # zoom about the centre: a centred square grows or shrinks by the factor
     square = torch.zeros(1, 1, 100, 100)
     square[0, 0, 30:70, 30:70] = 1.0
-    assert apply_view(square, TTA_VIEWS[2]).sum().item() == pytest.approx(40 * 40 * 1.1**2, rel=0.03)
-    assert apply_view(square, TTA_VIEWS[3]).sum().item() == pytest.approx(40 * 40 * 0.9**2, rel=0.03)
+    assert apply_view(square, TTA_VIEWS[2]).sum().item() == pytest.approx(
+        40 * 40 * 1.1**2, rel=0.03
+    )
+    assert apply_view(square, TTA_VIEWS[3]).sum().item() == pytest.approx(
+        40 * 40 * 0.9**2, rel=0.03
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from tests.helpers.models import bright_spot_state, write_random_model_folder
 def inside(polygon: np.ndarray, x: float, y: float) -> bool:
     """Even-odd rule point-in-polygon test (polygon closed, first point repeated)."""
     result = False
-    for (x0, y0), (x1, y1) in zip(polygon[:-1], polygon[1:], strict=True):
+    for (x0, y0), (x1, y1) in pairwise(polygon):
         if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
             result = not result
     return result
@@ -30,7 +31,9 @@ def identity_geometry(rows: int, cols: int) -> Geometry:
 
 
 def test_grad_cam_of_a_linear_head_is_the_weighted_feature_sum() -> None:
-    features = torch.tensor([[[[1.0, 0.0], [0.0, 2.0]], [[0.0, 3.0], [0.0, 0.0]]]]).requires_grad_(True)
+    features = torch.tensor([[[[1.0, 0.0], [0.0, 2.0]], [[0.0, 3.0], [0.0, 0.0]]]]).requires_grad_(
+        True
+    )
     weights = torch.tensor([2.0, -1.0])
     score = (features.mean(dim=(2, 3)) * weights).sum(dim=1)
     cam = grad_cam(features, score)
@@ -94,7 +97,9 @@ def test_regions_sorted_by_peak_in_original_coordinates() -> None:
 
 
 @pytest.mark.parametrize(("side", "laterality"), [("left", "L"), ("right", "R")])
-def test_cam_lands_on_the_bright_spot_in_original_coordinates(tmp_path: Path, side: str, laterality: str) -> None:
+def test_cam_lands_on_the_bright_spot_in_original_coordinates(
+    tmp_path: Path, side: str, laterality: str
+) -> None:
     folder = write_random_model_folder(
         tmp_path / "model", height=256, width=128, states={"m0": bright_spot_state()}
     )
@@ -119,5 +124,7 @@ def test_cam_lands_on_the_bright_spot_in_original_coordinates(tmp_path: Path, si
 
     region = image_result.regions[0]
     assert inside(np.asarray(region.polygon), col + 0.5, row + 0.5)
-    assert abs(region.peak_point[0] - col) <= cell / 2 and abs(region.peak_point[1] - row) <= cell / 2
+    assert (
+        abs(region.peak_point[0] - col) <= cell / 2 and abs(region.peak_point[1] - row) <= cell / 2
+    )
     assert region.peak == pytest.approx(1.0)

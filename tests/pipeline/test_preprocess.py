@@ -85,7 +85,9 @@ def test_voi_lut_sequence_is_applied_to_the_integer_data() -> None:
 
 
 def test_modality_lut_only_when_not_identity_and_before_the_window() -> None:
-    ds = mg_dataset(ramp(), RescaleSlope=2, RescaleIntercept=-100, WindowCenter=3000, WindowWidth=2001)
+    ds = mg_dataset(
+        ramp(), RescaleSlope=2, RescaleIntercept=-100, WindowCenter=3000, WindowWidth=2001
+    )
     out = to_unit_range(ds, decode(ds))
     x = ds.pixel_array.astype(np.float64) * 2 - 100
     expected = np.clip((x - 2999.5) / 2000 + 0.5, 0, 1)
@@ -94,9 +96,13 @@ def test_modality_lut_only_when_not_identity_and_before_the_window() -> None:
 
 @pytest.mark.parametrize("syntax", ["j2k", "jpegls", "rle"])
 @pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
-def test_compressed_inputs_decode_to_the_same_model_input(tmp_path: Path, syntax: str, photometric: str) -> None:
+def test_compressed_inputs_decode_to_the_same_model_input(
+    tmp_path: Path, syntax: str, photometric: str
+) -> None:
     image = breast_phantom(side="right", spot=(80, 90), spot_radius=4)
-    plain = write_dataset(mg_dataset(image, laterality="R", photometric=photometric), tmp_path / "plain.dcm")
+    plain = write_dataset(
+        mg_dataset(image, laterality="R", photometric=photometric), tmp_path / "plain.dcm"
+    )
     packed = write_dataset(
         mg_dataset(image, laterality="R", photometric=photometric), tmp_path / "packed.dcm", syntax
     )
@@ -137,8 +143,12 @@ def test_laterality_tags_in_order_of_preference() -> None:
     assert laterality_from_tags(ds) == (None, "none")
 
 
-@pytest.mark.parametrize(("side", "laterality", "flipped"), [("left", "L", False), ("right", "R", True)])
-def test_laterality_inferred_from_the_breast_position(side: str, laterality: str, flipped: bool) -> None:
+@pytest.mark.parametrize(
+    ("side", "laterality", "flipped"), [("left", "L", False), ("right", "R", True)]
+)
+def test_laterality_inferred_from_the_breast_position(
+    side: str, laterality: str, flipped: bool
+) -> None:
     ds = mg_dataset(breast_phantom(side=side), laterality=None)
     result = preprocess_dataset(ds, OPTIONS)
     assert (result.laterality, result.laterality_source) == (laterality, "image")
@@ -225,7 +235,9 @@ def test_a_marked_pixel_maps_to_the_model_and_back(side: str, laterality: str) -
     assert (int(back[0]), int(back[1])) == (col, row) or np.hypot(*(back - centre[0])) <= 1
     np.testing.assert_allclose(geometry.to_original(geometry.to_model(centre)), centre, atol=1e-9)
 
-    heatmap = np.zeros(OPTIONS.height * OPTIONS.width, dtype=np.float32).reshape(OPTIONS.height, OPTIONS.width)
+    heatmap = np.zeros(OPTIONS.height * OPTIONS.width, dtype=np.float32).reshape(
+        OPTIONS.height, OPTIONS.width
+    )
     heatmap[peak_y, peak_x] = 1.0
     original = geometry.map_to_original(heatmap)
     assert original.shape == image.shape
@@ -257,10 +269,21 @@ def test_geometry_rejects_inconsistent_values() -> None:
     fraction=st.floats(0.1, 1.0),
     xs=st.lists(st.floats(-50, 450), min_size=1, max_size=5),
 )
-def test_geometry_round_trip_is_exact(rows: int, cols: int, flipped: bool, fraction: float, xs: list[float]) -> None:
-    crop = (rows // 4, cols // 5, rows // 4 + max(1, int(rows * fraction * 0.7)), cols // 5 + max(1, int(cols * fraction * 0.7)))
+def test_geometry_round_trip_is_exact(
+    rows: int, cols: int, flipped: bool, fraction: float, xs: list[float]
+) -> None:
+    crop = (
+        rows // 4,
+        cols // 5,
+        rows // 4 + max(1, int(rows * fraction * 0.7)),
+        cols // 5 + max(1, int(cols * fraction * 0.7)),
+    )
     crop = (crop[0], crop[1], min(crop[2], rows), min(crop[3], cols))
     geometry = Geometry((rows, cols), crop, flipped, (37, 23), (3, 2), (64, 32))
     points = np.array([[x, x * 0.7 + 3] for x in xs])
-    np.testing.assert_allclose(geometry.to_original(geometry.to_model(points)), points, rtol=1e-9, atol=1e-7)
-    np.testing.assert_allclose(geometry.to_model(geometry.to_original(points)), points, rtol=1e-9, atol=1e-7)
+    np.testing.assert_allclose(
+        geometry.to_original(geometry.to_model(points)), points, rtol=1e-9, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        geometry.to_model(geometry.to_original(points)), points, rtol=1e-9, atol=1e-7
+    )
