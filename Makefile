@@ -69,3 +69,10 @@ clean:
 .PHONY: bench-inference
 bench-inference: $(VENV)/.installed-run
 	$(BIN)/python bench/inference.py $(BENCH_ARGS)
+
+# Receiving throughput: our SCP against dcmtk storescp and Orthanc, 1 and 4 concurrent
+# storescu senders, 20 detector-size mammograms (generated once under var/bench/ingest).
+# Needs dcmtk and orthanc (make system-deps). Results: docs/benchmarks.md, "Receiving".
+.PHONY: bench-ingest
+bench-ingest: $(VENV)/.installed-test system-deps
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
