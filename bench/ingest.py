@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,21 @@ def make_data(folder: Path, images: int) -> list[Path]:
 
 
 @contextmanager
+def _listening(
+    command: list[str], port: int, cwd: Path | None = None, quiet: bool = False
+) -> Iterator[None]:
+    """Run a receiver until the block ends; the block starts once ``port`` accepts."""
+    out = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=out)
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@contextmanager
 def our_scp(work: Path, port: int) -> Iterator[str]:
     config = work / "node.yaml"
     config.write_text(
@@ -74,28 +89,17 @@ def our_scp(work: Path, port: int) -> Iterator[str]:
         ),
         encoding="utf-8",
     )
-    proc = subprocess.Popen([str(BREAST_NODE), "serve", "--config", str(config)], cwd=work)
-    try:
-        wait_for_port(port)
+    with _listening([str(BREAST_NODE), "serve", "--config", str(config)], port, cwd=work):
         yield "BREAST_AI"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 @contextmanager
 def storescp(work: Path, port: int) -> Iterator[str]:
     out = work / "out"
     out.mkdir()
-    proc = subprocess.Popen(
-        ["storescp", "-B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out), str(port)]
-    )
-    try:
-        wait_for_port(port)
+    command = ["storescp", "-B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out)]
+    with _listening([*command, str(port)], port):
         yield "STORESCP"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 @contextmanager
@@ -120,18 +124,11 @@ def orthanc(work: Path, port: int) -> Iterator[str]:
         ),
         encoding="utf-8",
     )
-    proc = subprocess.Popen(
-        [ORTHANC, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port)
+    with _listening([ORTHANC, str(config)], port, quiet=True):
         yield "ORTHANC"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
-RECEIVERS: dict[str, Callable[[Path, int], contextmanager[str]]] = {  # type: ignore[valid-type]
+RECEIVERS: dict[str, Callable[[Path, int], AbstractContextManager[str]]] = {
     "storescp": storescp,
     "orthanc": orthanc,
     "breast-node": our_scp,
@@ -144,8 +141,16 @@ def send(port: int, ae_title: str, files: list[Path], senders: int) -> float:
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            ["storescu", "-aec", ae_title, "--max-pdu", "131072", "127.0.0.1", str(port),
-             *map(str, group)],
+            [
+                "storescu",
+                "-aec",
+                ae_title,
+                "--max-pdu",
+                "131072",
+                "127.0.0.1",
+                str(port),
+                *map(str, group),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -116,9 +116,7 @@ def serve_forever(service: NodeService, stop: threading.Event | None = None) -> 
         log.info("node.signal", signal=signal.Signals(signum).name)
         stop_event.set()
 
-    previous = {
-        sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         service.start()
         while not stop_event.wait(timeout=1.0):

@@ -94,7 +94,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print("  ".join(f"{state}: {count}" for state, count in counts.items()))
     if recent:
         print()
-        print(f"{'state':<10} {'gen':>3} {'inst':>5}  {'changed (UTC)':<19}  {'accession':<16} study UID / reason")
+        header = f"{'state':<10} {'gen':>3} {'inst':>5}  {'changed (UTC)':<19}  {'accession':<16}"
+        print(f"{header} study UID / reason")
         for row in recent:
             changed = str(row["state_changed_at"])[:19].replace("T", " ")
             print(
@@ -192,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "status":
             p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-            p.add_argument("--limit", type=int, default=20, help="recent studies shown (default: 20)")
+            p.add_argument(
+                "--limit", type=int, default=20, help="recent studies shown (default: 20)"
+            )
         elif name in ("echo", "send"):
             _add_peer(p)
         if name == "send":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +20,8 @@ __all__ = ["SCHEMA_VERSION", "SessionFactory", "init_schema", "make_engine", "op
 log = structlog.get_logger(__name__)
 
 SessionFactory = sessionmaker[Session]
+
+_VERSIONS = cast(Table, SchemaVersion.__table__)
 
 
 def _v1(conn: Connection) -> None:
@@ -41,7 +43,9 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> 
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -76,7 +80,7 @@ def init_schema(engine: Engine) -> int:
     """
     try:
         with engine.begin() as conn:
-            SchemaVersion.__table__.create(conn, checkfirst=True)
+            _VERSIONS.create(conn, checkfirst=True)
             current = conn.scalar(select(func.max(SchemaVersion.version))) or 0
             if current > SCHEMA_VERSION:
                 raise StorageError(
@@ -85,9 +89,7 @@ def init_schema(engine: Engine) -> int:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 _MIGRATIONS[version - 1](conn)
-                conn.execute(
-                    SchemaVersion.__table__.insert().values(version=version, applied_at=utcnow())
-                )
+                conn.execute(_VERSIONS.insert().values(version=version, applied_at=utcnow()))
                 log.info("db.migrated", version=version)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot prepare the database: {exc}") from exc

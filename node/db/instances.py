@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 
 import structlog
@@ -40,6 +40,12 @@ class InstanceFacts:
     body_part: str | None = None
     presentation_intent: str | None = None
     number_of_frames: int = 1
+
+
+#: InstanceFacts fields stored as columns of the same name on Instance.
+_COLUMNS = tuple(
+    f.name for f in fields(InstanceFacts) if f.name not in {"study_uid", "accession_number"}
+)
 
 
 class RecordOutcome(str, Enum):
@@ -111,7 +117,10 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
 
     outcome = RecordOutcome.NEW
     generation = study.generation
-    values: dict[str, object] = {"last_received_at": now, "instance_count": Study.instance_count + 1}
+    values: dict[str, object] = {
+        "last_received_at": now,
+        "instance_count": Study.instance_count + 1,
+    }
     if study.state != _OPEN:
         detail = {"sop_instance_uid": facts.sop_instance_uid, "state": study.state}
         if late_policy == "reprocess":
@@ -135,7 +144,9 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
     # conditional on the state read above, so a concurrent completion is never overwritten
     result = session.execute(
         update(Study)
-        .where(Study.id == study.id, Study.state == study.state, Study.generation == study.generation)
+        .where(
+            Study.id == study.id, Study.state == study.state, Study.generation == study.generation
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -144,22 +155,10 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
     session.add(
         Instance(
             study_id=study.id,
-            sop_instance_uid=facts.sop_instance_uid,
-            series_uid=facts.series_uid,
-            sop_class_uid=facts.sop_class_uid,
-            transfer_syntax_uid=facts.transfer_syntax_uid,
-            modality=facts.modality,
-            laterality=facts.laterality,
-            view=facts.view,
-            body_part=facts.body_part,
-            presentation_intent=facts.presentation_intent,
-            number_of_frames=facts.number_of_frames,
-            calling_ae=facts.calling_ae,
-            size_bytes=facts.size_bytes,
-            path=facts.path,
             generation=generation,
             received_at=now,
             receive_count=1,
+            **{name: getattr(facts, name) for name in _COLUMNS},
         )
     )
     return outcome
@@ -176,20 +175,8 @@ def instances_of(session_factory: SessionFactory, study_id: int) -> list[Instanc
         return [
             InstanceFacts(
                 study_uid=study.study_uid if study else "",
-                series_uid=row.series_uid,
-                sop_instance_uid=row.sop_instance_uid,
-                sop_class_uid=row.sop_class_uid,
-                transfer_syntax_uid=row.transfer_syntax_uid,
-                calling_ae=row.calling_ae,
-                path=row.path,
-                size_bytes=row.size_bytes,
                 accession_number=accession,
-                modality=row.modality,
-                laterality=row.laterality,
-                view=row.view,
-                body_part=row.body_part,
-                presentation_intent=row.presentation_intent,
-                number_of_frames=row.number_of_frames,
+                **{name: getattr(row, name) for name in _COLUMNS},
             )
             for row in rows
         ]

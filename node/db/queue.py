@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from node.db.engine import SessionFactory
@@ -25,8 +25,8 @@ __all__ = [
     "claim_next",
     "count_by_state",
     "events_of",
-    "record_event",
     "recent_studies",
+    "record_event",
     "renew_lease",
     "transition",
 ]
@@ -71,7 +71,9 @@ class StudyRef:
 def add_event(session: Session, study_id: int, kind: str, detail: dict[str, Any]) -> None:
     """Append an event inside the caller's transaction (see :func:`record_event`)."""
     session.add(
-        StudyEvent(study_id=study_id, at=utcnow(), kind=kind, detail=json.dumps(detail, default=str))
+        StudyEvent(
+            study_id=study_id, at=utcnow(), kind=kind, detail=json.dumps(detail, default=str)
+        )
     )
 
 
@@ -84,7 +86,9 @@ def record_event(
         add_event(session, study_id, kind, detail)
 
 
-def events_of(session_factory: SessionFactory, study_id: int) -> list[tuple[datetime, str, dict[str, Any]]]:
+def events_of(
+    session_factory: SessionFactory, study_id: int
+) -> list[tuple[datetime, str, dict[str, Any]]]:
     """The event log of a study, oldest first: (time, kind, detail)."""
     with session_factory() as session:
         rows = session.scalars(
@@ -151,17 +155,27 @@ def claim_next(
     return None
 
 
+def _unchanged(study: StudyRef) -> list[ColumnElement[bool]]:
+    """SQL conditions: the row still has the snapshot's state, generation and claim."""
+    claim = (
+        Study.claimed_by.is_(None)
+        if study.claimed_by is None
+        else Study.claimed_by == study.claimed_by
+    )
+    return [
+        Study.id == study.id,
+        Study.state == study.state.value,
+        Study.generation == study.generation,
+        claim,
+    ]
+
+
 def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds: float) -> bool:
     """Extend the lease of a study this worker holds; False if it lost the claim."""
     with session_factory.begin() as session:
         result = session.execute(
             update(Study)
-            .where(
-                Study.id == study.id,
-                Study.state == study.state.value,
-                Study.generation == study.generation,
-                Study.claimed_by == study.claimed_by,
-            )
+            .where(*_unchanged(study))
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
             .execution_options(synchronize_session=False)
         )
@@ -188,21 +202,18 @@ def transition(
     if session is None:
         with session_factory.begin() as own:
             return transition(
-                session_factory, study, to_state, reason, unchanged_since=unchanged_since, session=own
+                session_factory,
+                study,
+                to_state,
+                reason,
+                unchanged_since=unchanged_since,
+                session=own,
             )
     now = utcnow()
-    claim = (
-        Study.claimed_by.is_(None) if study.claimed_by is None else Study.claimed_by == study.claimed_by
-    )
+    since = [] if unchanged_since is None else [Study.last_received_at == unchanged_since]
     result = session.execute(
         update(Study)
-        .where(
-            Study.id == study.id,
-            Study.state == study.state.value,
-            Study.generation == study.generation,
-            claim,
-            *([] if unchanged_since is None else [Study.last_received_at == unchanged_since]),
-        )
+        .where(*_unchanged(study), *since)
         .values(
             state=to_state.value,
             reason=reason,
@@ -227,7 +238,9 @@ def count_by_state(session_factory: SessionFactory) -> dict[str, int]:
     """Number of studies in each state (every state listed, zeros included)."""
     counts = {state.value: 0 for state in StudyState}
     with session_factory() as session:
-        for state, count in session.execute(select(Study.state, func.count()).group_by(Study.state)):
+        for state, count in session.execute(
+            select(Study.state, func.count()).group_by(Study.state)
+        ):
             counts[state] = int(count)
     return counts
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 

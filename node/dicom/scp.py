@@ -225,7 +225,9 @@ class StorageSCP:
         try:
             self.spool.check_space()
         except SpoolFullError as exc:
-            bound.warning("store.refused", status=status.describe(status.OUT_OF_RESOURCES), reason=str(exc))
+            bound.warning(
+                "store.refused", status=status.describe(status.OUT_OF_RESOURCES), reason=str(exc)
+            )
             return status.OUT_OF_RESOURCES
         except StorageError as exc:
             bound.error("store.failed", reason=str(exc))

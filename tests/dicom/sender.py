@@ -22,7 +22,9 @@ def main(argv: list[str]) -> int:
     datasets = [dcmread(path) for path in files]
     ae = AE(ae_title="CRASH_SCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    for sop_class, syntax in sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}):
+    for sop_class, syntax in sorted(
+        {(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}
+    ):
         ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate(host, int(port), ae_title=ae_title)
     if not assoc.is_established:

@@ -61,8 +61,16 @@ class Node:
 
 def send(settings_port: int, ack_log: Path, files: list[Path]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.dicom.sender", "127.0.0.1", str(settings_port), "BREAST_AI",
-         str(ack_log), *map(str, files)],
+        [
+            sys.executable,
+            "-m",
+            "tests.dicom.sender",
+            "127.0.0.1",
+            str(settings_port),
+            "BREAST_AI",
+            str(ack_log),
+            *map(str, files),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -72,7 +80,10 @@ def send(settings_port: int, ack_log: Path, files: list[Path]) -> subprocess.Pop
 def status(config: Path) -> dict[str, dict[str, int]]:
     done = subprocess.run(
         [str(BREAST_NODE), "status", "--config", str(config), "--json", "--limit", "100"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return dict(json.loads(done.stdout))
 
@@ -81,7 +92,9 @@ def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., 
     rng = random.Random(20240611)
     source = synthetic(studies=6, seed=31, for_processing=True)
     files = sorted(source.rglob("*.dcm"))
-    config = write_config(tmp_path, completion={"quiet_seconds": 0.5, "check_interval_seconds": 0.1})
+    config = write_config(
+        tmp_path, completion={"quiet_seconds": 0.5, "check_interval_seconds": 0.1}
+    )
     settings = load_settings(config, environ={})
     node = Node(config, tmp_path / "node.log")
     ack_log = tmp_path / "acked.txt"
@@ -101,9 +114,13 @@ def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., 
             interrupted += sender.wait(timeout=60) != 0
 
         node.start()
-        assert not list((settings.storage.spool / "tmp").iterdir()), "temporary files left after start"
+        assert not list((settings.storage.spool / "tmp").iterdir()), (
+            "temporary files left after start"
+        )
         acked = set(ack_log.read_text().split())
-        pending = [f for f in files if str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) not in acked]
+        pending = [
+            f for f in files if str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) not in acked
+        ]
         if pending:
             assert send(settings.node.port, ack_log, pending).wait(timeout=120) == 0
         assert wait_until(

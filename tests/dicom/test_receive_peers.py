@@ -18,7 +18,7 @@ from sqlalchemy import select
 from node.app import NodeService
 from node.cli import main
 from node.config import Settings
-from node.db import Instance, StudyState, count_by_state, recent_studies
+from node.db import Instance, count_by_state, recent_studies
 from node.dicom import status
 from node.dicom.scu import Peer, send_files
 from tests.conftest import wait_until
@@ -33,10 +33,20 @@ def dicom_files(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.dcm"))
 
 
-def storescu(settings: Settings, *paths: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def storescu(
+    settings: Settings, *paths: Path, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["storescu", "-R", "-aec", settings.node.ae_title, *extra, "127.0.0.1", str(settings.node.port),
-         *map(str, paths)],
+        [
+            "storescu",
+            "-R",
+            "-aec",
+            settings.node.ae_title,
+            *extra,
+            "127.0.0.1",
+            str(settings.node.port),
+            *map(str, paths),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -59,10 +69,12 @@ def peer(settings: Settings) -> Peer:
 
 
 def test_echoscu_and_breast_node_echo(node_factory: NodeFactory, tmp_path: Path) -> None:
-    service, settings = node_factory()
+    _, settings = node_factory()
     done = subprocess.run(
         ["echoscu", "-aec", settings.node.ae_title, "127.0.0.1", str(settings.node.port)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr
     config = settings.storage.spool.parent.parent / "node.yaml"
@@ -84,7 +96,11 @@ def test_storescu_study_is_stored_verbatim_and_queued(
         received = dcmread(settings.storage.spool / row.path)
         assert received.PixelData == original.PixelData  # bytes as sent, never decoded
         assert received.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
-        assert (row.modality, row.laterality, row.view) == ("MG", original.ImageLaterality, original.ViewPosition)
+        assert (row.modality, row.laterality, row.view) == (
+            "MG",
+            original.ImageLaterality,
+            original.ViewPosition,
+        )
         assert row.calling_ae == "STORESCU"
         assert row.size_bytes == (settings.storage.spool / row.path).stat().st_size
     assert wait_until(lambda: states(service) == {"queued": 1})
@@ -92,7 +108,8 @@ def test_storescu_study_is_stored_verbatim_and_queued(
 
 
 @pytest.mark.parametrize(
-    ("syntax", "propose"), [("j2k", "-xv"), ("jpegls", "-xt"), ("jpeg-lossless", "-xs"), ("rle", "-xr")]
+    ("syntax", "propose"),
+    [("j2k", "-xv"), ("jpegls", "-xt"), ("jpeg-lossless", "-xs"), ("rle", "-xr")],
 )
 def test_compressed_transfer_syntaxes_are_kept_as_sent(
     node_factory: NodeFactory, synthetic: Callable[..., Path], syntax: str, propose: str
@@ -114,9 +131,19 @@ def test_concurrent_associations(node_factory: NodeFactory, synthetic: Callable[
     folder = synthetic(studies=4, seed=13)
     senders = [
         subprocess.Popen(
-            ["storescu", "-aec", settings.node.ae_title, "-aet", f"SENDER{i}", "127.0.0.1",
-             str(settings.node.port), *map(str, dicom_files(folder / f"study-{i + 1:04d}"))],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                "storescu",
+                "-aec",
+                settings.node.ae_title,
+                "-aet",
+                f"SENDER{i}",
+                "127.0.0.1",
+                str(settings.node.port),
+                *map(str, dicom_files(folder / f"study-{i + 1:04d}")),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(4)
     ]
@@ -147,7 +174,9 @@ def test_study_split_over_two_associations_and_resent(
     assert (study.instance_count, study.generation) == (4, 1)
 
 
-def test_late_instance_reopens_the_study(node_factory: NodeFactory, synthetic: Callable[..., Path]) -> None:
+def test_late_instance_reopens_the_study(
+    node_factory: NodeFactory, synthetic: Callable[..., Path]
+) -> None:
     service, settings = node_factory()
     files = dicom_files(synthetic(studies=1, seed=14))
     send_files(peer(settings), files[:3])
@@ -161,7 +190,9 @@ def _generation(service: NodeService) -> int:
     return recent_studies(service.session_factory)[0].generation
 
 
-def test_late_instance_ignored_by_policy(node_factory: NodeFactory, synthetic: Callable[..., Path]) -> None:
+def test_late_instance_ignored_by_policy(
+    node_factory: NodeFactory, synthetic: Callable[..., Path]
+) -> None:
     service, settings = node_factory(completion={"late_policy": "ignore"})
     files = dicom_files(synthetic(studies=1, seed=14))
     send_files(peer(settings), files[:3])
@@ -171,9 +202,15 @@ def test_late_instance_ignored_by_policy(node_factory: NodeFactory, synthetic: C
     assert states(service) == {"queued": 1} and _generation(service) == 1
 
 
-def test_for_processing_only_study_is_skipped(node_factory: NodeFactory, synthetic: Callable[..., Path]) -> None:
+def test_for_processing_only_study_is_skipped(
+    node_factory: NodeFactory, synthetic: Callable[..., Path]
+) -> None:
     service, settings = node_factory()
-    files = [p for p in dicom_files(synthetic(studies=1, seed=15, for_processing=True)) if "processing" in p.name]
+    files = [
+        p
+        for p in dicom_files(synthetic(studies=1, seed=15, for_processing=True))
+        if "processing" in p.name
+    ]
     assert files
     assert storescu(settings, *files).returncode == 0
     assert wait_until(lambda: states(service) == {"skipped": 1})
@@ -211,7 +248,10 @@ def _garbage_file(path: Path) -> Path:
 
 
 def test_malformed_and_incomplete_data_get_error_statuses_and_association_survives(
-    node_factory: NodeFactory, synthetic: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    node_factory: NodeFactory,
+    synthetic: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     service, settings = node_factory()
     good = dicom_files(synthetic(studies=1, seed=11))[0]
@@ -226,7 +266,9 @@ def test_malformed_and_incomplete_data_get_error_statuses_and_association_surviv
     assoc = ae.associate("127.0.0.1", settings.node.port, ae_title=settings.node.ae_title)
     assert assoc.is_established
     try:
-        monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the bytes as they are
+        monkeypatch.setattr(
+            _config, "STORE_SEND_CHUNKED_DATASET", True
+        )  # send the bytes as they are
         result: Any = assoc.send_c_store(garbage)
         assert result.Status == status.CANNOT_UNDERSTAND
         monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)

@@ -47,20 +47,31 @@ def test_study_completes_after_the_quiet_period(db: SessionFactory) -> None:
 
 
 def test_ineligible_study_is_skipped_with_reason(db: SessionFactory) -> None:
-    record_instance(db, facts(sop="1.1", sop_class_uid=MG_PROC, presentation_intent="FOR PROCESSING"))
+    record_instance(
+        db, facts(sop="1.1", sop_class_uid=MG_PROC, presentation_intent="FOR PROCESSING")
+    )
     complete_due_studies(db, settings(), RULES, now=utcnow() + timedelta(seconds=61))
     (study,) = recent_studies(db)
     assert (study.state, study.reason) == (StudyState.SKIPPED, "only For Processing images")
     completed = [d for _, kind, d in events_of(db, study.id) if kind == "completed"]
     assert completed == [
-        {"trigger": "quiet", "generation": 1, "instances": 1, "rule": None,
-         "reason": "only For Processing images"}
+        {
+            "trigger": "quiet",
+            "generation": 1,
+            "instances": 1,
+            "rule": None,
+            "reason": "only For Processing images",
+        }
     ]
 
 
 @pytest.mark.parametrize(
     ("action", "state"),
-    [("process", StudyState.QUEUED), ("discard", StudyState.SKIPPED), ("ignore", StudyState.RECEIVING)],
+    [
+        ("process", StudyState.QUEUED),
+        ("discard", StudyState.SKIPPED),
+        ("ignore", StudyState.RECEIVING),
+    ],
 )
 def test_force_complete_actions(db: SessionFactory, action: str, state: StudyState) -> None:
     record_instance(db, facts(sop="1.1"))
@@ -93,7 +104,9 @@ def test_instance_arriving_during_the_decision_defers_it(db: SessionFactory) -> 
 
     (before,) = recent_studies(db)
     record_instance(db, facts(sop="1.2"))
-    assert transition(db, before, StudyState.QUEUED, unchanged_since=before.last_received_at) is None
+    assert (
+        transition(db, before, StudyState.QUEUED, unchanged_since=before.last_received_at) is None
+    )
     assert isinstance(before, StudyRef)
     done = complete_due_studies(db, settings(), RULES, now=stale_now)
     assert [c.study.instance_count for c in done] == [2]

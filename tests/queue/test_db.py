@@ -70,7 +70,7 @@ def test_naive_datetimes_are_refused(db: SessionFactory) -> None:
     record_instance(db, facts())
     with pytest.raises(Exception, match="naive"), db.begin() as session:
         row = session.scalars(select(Study)).one()
-        row.last_received_at = datetime(2024, 1, 1)  # noqa: DTZ001
+        row.last_received_at = datetime(2024, 1, 1)
         session.flush()
 
 

@@ -42,7 +42,10 @@ def test_breast_ultrasound_is_eligible_other_ultrasound_is_not() -> None:
 @pytest.mark.parametrize(
     ("images", "reason"),
     [
-        ([Image(sop_class_uid=MG_PROC, presentation_intent="FOR PROCESSING")], "only For Processing images"),
+        (
+            [Image(sop_class_uid=MG_PROC, presentation_intent="FOR PROCESSING")],
+            "only For Processing images",
+        ),
         ([Image(sop_class_uid=TOMO, number_of_frames=60)], "tomosynthesis not supported"),
         (
             [Image(sop_class_uid=TOMO, number_of_frames=60), Image(sop_class_uid=MG_PROC)],
@@ -66,7 +69,10 @@ def test_mixed_study_with_one_presentation_image_is_eligible() -> None:
 
 def test_required_views_and_calling_ae() -> None:
     rule = EligibilityRule(
-        name="screening", calling_ae_titles=("MAMMO1",), modalities=("MG",), required_views=("CC", "MLO")
+        name="screening",
+        calling_ae_titles=("MAMMO1",),
+        modalities=("MG",),
+        required_views=("CC", "MLO"),
     )
     both = [Image(calling_ae="MAMMO1", view="CC"), Image(calling_ae="MAMMO1", view="MLO")]
     assert decide(both, [rule]).eligible
