@@ -37,7 +37,7 @@ Float = NDArray[np.float32]
 
 #: Display value of fatty tissue, of fibroglandular tissue and of the pectoral muscle.
 MU_FAT = 1350.0
-MU_GLAND = 2450.0
+MU_GLAND = 2350.0
 MU_MUSCLE = 2600.0
 
 #: Fraction of the breast area that is fibroglandular, by ACR density category.
@@ -223,7 +223,7 @@ def glandular_map(bv: BreastView, rng: np.random.Generator) -> Float:
     envelope = np.exp(-(((rho - np.float32(0.5)) / np.float32(0.38)) ** 2)) + upper
     # a layer of subcutaneous fat under the skin
     envelope *= np.clip((np.float32(0.9) - rho) / np.float32(0.18), 0, 1)
-    field = 0.8 * coarse + 0.35 * fine + 0.3 * streaks + 1.9 * envelope
+    field = 0.8 * coarse + 0.2 * fine + 0.3 * streaks + 1.9 * envelope
     inside = bv.inside & (bv.pectoral < 0.5)
     sample = field[inside][::7]
     target = DENSITY_FRACTION[bv.shape.density]

@@ -79,9 +79,9 @@ def draw_lesion(
     radius = {
         "circumscribed_mass": rng.uniform(4.0, 11.0),
         "round_calcifications": rng.uniform(10.0, 22.0),
-        "spiculated_mass": rng.uniform(3.0, 8.0),
+        "spiculated_mass": rng.uniform(3.5, 8.0),
         "irregular_mass": rng.uniform(4.5, 11.0),
-        "pleomorphic_calcifications": rng.uniform(3.5, 8.0),
+        "pleomorphic_calcifications": rng.uniform(4.0, 9.0),
         "architectural_distortion": rng.uniform(9.0, 18.0),
     }[kind] * size_scale
     contrast = float(rng.uniform(0.3, 0.85)) * contrast_scale
@@ -279,7 +279,7 @@ def _round_calcs(
 def _pleomorphic_calcs(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
-    count = int(rng.integers(10, 26))
+    count = int(rng.integers(14, 32))
     points = []
     # some follow a duct (linear, branching), the rest cluster around it
     axis = float(rng.uniform(0, math.pi)) + turn
