@@ -1,0 +1,229 @@
+"""Result objects for one study: what radiologists see in their viewer.
+
+:func:`build_outputs` turns a :class:`~node.pipeline.infer.StudyResult` and the
+source datasets into every object that :class:`~node.config.OutputSettings`
+asks for; :func:`build_failure_outputs` makes the report for a study that failed
+or was skipped after eligibility, so that silence is never read as "normal".
+
+=========  ==========================================  ==========================
+kind       object                                      module
+=========  ==========================================  ==========================
+``sr``     Comprehensive SR, TID 1500 Measurement      :mod:`node.outputs.sr`
+           Report
+``mgcad``  Mammography CAD SR, TID 4000 (mammograms    :mod:`node.outputs.mgcad`
+           only; not made for ultrasound)
+``sc``     Grad-CAM Secondary Capture, one per image   :mod:`node.outputs.sc`
+``gsps``   Grayscale Softcopy Presentation State, one  :mod:`node.outputs.gsps`
+           per grayscale image
+=========  ==========================================  ==========================
+
+Every object is in the source study, in a new series per kind, and its UIDs
+are derived (:mod:`node.outputs.uids`) from the study, the result revision, the
+kind, the source image and the model version: rebuilding a result gives the same
+UIDs, so the archive replaces rather than duplicates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+from pydicom.dataset import Dataset
+
+from node import __version__
+from node.config import OutputSettings
+from node.errors import OutputError
+from node.outputs.gsps import build_presentation_state
+from node.outputs.mgcad import build_cad_failure_report, build_cad_report
+from node.outputs.sc import SecondaryCaptureStyle, build_secondary_capture
+from node.outputs.sr import SeriesSpec, build_failure_report, build_measurement_report
+from node.outputs.uids import derive_uid
+from node.pipeline.infer import StudyResult
+
+__all__ = ["ResultObject", "build_failure_outputs", "build_outputs"]
+
+log = structlog.get_logger(__name__)
+
+Kind = Literal["sr", "mgcad", "sc", "gsps"]
+
+#: Model name and version written into a failure report when no model is known.
+_NO_MODEL = ("Breast AI Node", __version__)
+
+
+@dataclass(frozen=True)
+class ResultObject:
+    """One built object: its kind, the dataset, and the source image it was made from
+    (``""`` for study-level objects)."""
+
+    kind: Kind
+    dataset: Dataset
+    source_sop_instance_uid: str = ""
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.SOPInstanceUID)
+
+    @property
+    def filename(self) -> str:
+        """A file name for a folder destination: ``<kind>-<SOP Instance UID>.dcm``."""
+        return f"{self.kind}-{self.sop_instance_uid}.dcm"
+
+
+def _series(
+    settings: OutputSettings,
+    kind: Kind,
+    study_uid: str,
+    revision: int,
+    model_version: str,
+    *,
+    object_kind: str | None = None,
+    source_uid: str = "",
+    instance_number: int = 1,
+) -> SeriesSpec:
+    return SeriesSpec(
+        series_uid=derive_uid(study_uid, revision, f"{kind}-series", model_version),
+        number=getattr(settings, f"{kind}_series_number"),
+        description=getattr(settings, f"{kind}_series_description"),
+        sop_uid=derive_uid(study_uid, revision, object_kind or kind, model_version, source_uid),
+        instance_number=instance_number,
+    )
+
+
+def _is_mammogram(ds: Dataset) -> bool:
+    return str(ds.get("Modality", "")).strip().upper() == "MG"
+
+
+def build_outputs(
+    result: StudyResult,
+    sources: Sequence[Dataset],
+    settings: OutputSettings,
+    *,
+    revision: int = 0,
+    intended_use: str | None = None,
+    failed_sources: Sequence[Dataset] = (),
+) -> list[ResultObject]:
+    """Every configured object for ``result``.
+
+    ``sources``: the evaluated images, one dataset each (with pixel data when
+    ``sc`` is configured; header only otherwise). ``failed_sources``: eligible
+    images that could not be evaluated (the CAD SR then says "Partially
+    Succeeded"). ``intended_use``: the model card's statement, written into the
+    TID 1500 report. Raises :class:`OutputError` naming the problem.
+    """
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    missing = [i.sop_instance_uid for i in result.images if i.sop_instance_uid not in by_uid]
+    if missing:
+        raise OutputError(f"sources: no dataset for evaluated image {missing[0]}")
+    study, version = result.study_uid, result.model_version
+    objects: list[ResultObject] = []
+
+    if "sr" in settings.objects:
+        sr = build_measurement_report(
+            result, sources, _series(settings, "sr", study, revision, version), intended_use=intended_use
+        )
+        objects.append(ResultObject("sr", sr))
+
+    if "mgcad" in settings.objects:
+        mammograms = tuple(i for i in result.images if _is_mammogram(by_uid[i.sop_instance_uid]))
+        if mammograms:
+            mg_result = dataclasses.replace(result, images=mammograms)
+            cad = build_cad_report(
+                mg_result,
+                [by_uid[i.sop_instance_uid] for i in mammograms],
+                _series(settings, "mgcad", study, revision, version),
+                failed_sources=[ds for ds in failed_sources if _is_mammogram(ds)],
+            )
+            objects.append(ResultObject("mgcad", cad))
+        else:
+            log.info("outputs.mgcad_not_applicable", study_uid=study, reason="no mammograms")
+
+    style = SecondaryCaptureStyle(settings.colormap, settings.opacity, settings.sc_size)
+    for number, image in enumerate(result.images, start=1):
+        source = by_uid[image.sop_instance_uid]
+        if "sc" in settings.objects:
+            if "PixelData" not in source:
+                raise OutputError(f"sources: {image.sop_instance_uid} has no pixel data for the secondary capture")
+            series = _series(
+                settings, "sc", study, revision, version,
+                source_uid=image.sop_instance_uid, instance_number=number,
+            )
+            sc = build_secondary_capture(
+                source,
+                heatmap=image.heatmap_original(),
+                regions=image.regions,
+                probability=image.probability,
+                model_name=result.model_name,
+                model_version=version,
+                style=style,
+                series_instance_uid=series.series_uid,
+                series_number=series.number,
+                series_description=series.description,
+                sop_instance_uid=series.sop_uid,
+                instance_number=series.instance_number,
+            )
+            objects.append(ResultObject("sc", sc, image.sop_instance_uid))
+        if "gsps" in settings.objects and int(source.get("SamplesPerPixel", 1) or 1) == 1:
+            series = _series(
+                settings, "gsps", study, revision, version,
+                source_uid=image.sop_instance_uid, instance_number=number,
+            )
+            pr = build_presentation_state(
+                source, image.regions, series, model_name=result.model_name, model_version=version
+            )
+            objects.append(ResultObject("gsps", pr, image.sop_instance_uid))
+
+    log.info(
+        "outputs.built",
+        study_uid=study,
+        revision=revision,
+        objects=len(objects),
+        kinds=sorted({o.kind for o in objects}),
+    )
+    return objects
+
+
+def build_failure_outputs(
+    sources: Sequence[Dataset],
+    reason: str,
+    settings: OutputSettings,
+    *,
+    revision: int = 0,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> list[ResultObject]:
+    """The report for a study that failed or was skipped after eligibility.
+
+    A TID 1500 SR whose text gives ``reason`` and, for mammograms when ``mgcad``
+    is configured, a Mammography CAD SR with CAD processing status "Failed".
+    Nothing when ``settings.failure_report`` is off. ``sources`` are the study's
+    eligible images (headers are enough).
+    """
+    if not settings.failure_report:
+        return []
+    if not sources:
+        raise OutputError("sources: a failure report needs the study's images")
+    name, version = (model_name or _NO_MODEL[0], model_version or _NO_MODEL[1])
+    study = str(sources[0].StudyInstanceUID)
+    sr = build_failure_report(
+        sources,
+        reason,
+        _series(settings, "sr", study, revision, version, object_kind="sr-failure"),
+        model_name=name,
+        model_version=version,
+    )
+    objects = [ResultObject("sr", sr)]
+    mammograms = [ds for ds in sources if _is_mammogram(ds)]
+    if "mgcad" in settings.objects and mammograms:
+        cad = build_cad_failure_report(
+            mammograms,
+            reason,
+            _series(settings, "mgcad", study, revision, version, object_kind="mgcad-failure"),
+            model_name=name,
+            model_version=version,
+        )
+        objects.append(ResultObject("mgcad", cad))
+    log.info("outputs.failure_report", study_uid=study, revision=revision, objects=len(objects))
+    return objects

@@ -1,0 +1,118 @@
+"""Grayscale Softcopy Presentation State with the Grad-CAM region outlines (optional).
+
+One GSPS (1.2.840.10008.5.1.4.1.1.11.1) per evaluated image, built with
+highdicom: a graphic layer ``AI_REGIONS`` holding each region as a closed
+POLYLINE in image pixels and a text label ("AI region 1: 0.93") at its top-left
+corner, plus a layer-level note "AI result, not for diagnostic use". The
+source's first VOI window is kept so the image looks as it does without the
+presentation state. Viewers that apply GSPS (Weasis, Orthanc Stone, many
+mammography workstations) draw the marks as vector graphics the reader can hide.
+
+Laterality is copied from the source (GSPS has no Image Laterality; its General
+Series Laterality is required for paired body parts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from node.errors import OutputError
+from node.outputs._common import DISCLAIMER, MANUFACTURER, closed_polygon, laterality_of, require_uids
+from node.outputs.sr import SeriesSpec
+from node.pipeline.explain import Region
+
+__all__ = ["build_presentation_state"]
+
+_LAYER = "AI_REGIONS"
+
+
+def _voi(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:
+    centers = source.get("WindowCenter")
+    widths = source.get("WindowWidth")
+    if centers is None or widths is None:
+        return None
+    center = float(centers[0] if isinstance(centers, Sequence) else centers)
+    width = float(widths[0] if isinstance(widths, Sequence) else widths)
+    return [hd.pr.SoftcopyVOILUTTransformation(window_center=center, window_width=width)]
+
+
+def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
+    """INVERSE for MONOCHROME1 sources, so the image keeps its polarity (PS3.3 C.11.6)."""
+    inverse = str(source.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+    return hd.PresentationLUTTransformation(presentation_lut_shape=shape)
+
+
+def build_presentation_state(
+    source: Dataset,
+    regions: Sequence[Region],
+    series: SeriesSpec,
+    *,
+    model_name: str,
+    model_version: str,
+) -> hd.pr.GrayscaleSoftcopyPresentationState:
+    """GSPS for ``source`` (pixels not needed) drawing ``regions`` (source pixel coordinates)."""
+    require_uids(source)
+    if int(source.get("SamplesPerPixel", 1) or 1) != 1:
+        raise OutputError("source image: a grayscale presentation state needs a grayscale image")
+    layer = hd.pr.GraphicLayer(layer_name=_LAYER, order=1, description="AI regions")
+    graphics = []
+    texts = [
+        hd.pr.TextObject(
+            text_value=f"{model_name} {model_version}: {DISCLAIMER}"[:64],
+            units=hd.pr.AnnotationUnitsValues.DISPLAY,
+            bounding_box=(0.01, 0.01, 0.99, 0.05),
+        )
+    ]
+    for index, region in enumerate(regions):
+        outline = closed_polygon(region.polygon, f"regions[{index}]")
+        graphics.append(
+            hd.pr.GraphicObject(
+                graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
+                graphic_data=outline,
+                units=hd.pr.AnnotationUnitsValues.PIXEL,
+            )
+        )
+        left, top = (float(v) for v in np.min(outline, axis=0))
+        rows, cols = int(source.Rows), int(source.Columns)
+        texts.append(
+            hd.pr.TextObject(
+                text_value=f"AI region {index + 1}: {region.peak:.2f}",
+                units=hd.pr.AnnotationUnitsValues.PIXEL,
+                anchor_point=(min(max(left, 0.0), cols - 1.0), min(max(top, 0.0), rows - 1.0)),
+                anchor_point_visible=False,
+                text_justification=hd.pr.TextJustificationValues.LEFT,
+            )
+        )
+    annotation = hd.pr.GraphicAnnotation(
+        referenced_images=[source],
+        graphic_layer=layer,
+        graphic_objects=graphics or None,
+        text_objects=texts,
+    )
+    gsps = hd.pr.GrayscaleSoftcopyPresentationState(
+        referenced_images=[source],
+        series_instance_uid=series.series_uid,
+        series_number=series.number,
+        sop_instance_uid=series.sop_uid,
+        instance_number=series.instance_number,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=model_name[:64],
+        software_versions=model_version[:64],
+        device_serial_number=model_version[:64],
+        content_label=_LAYER,
+        content_description="AI regions, not for diagnostic use",
+        graphic_annotations=[annotation],
+        graphic_layers=[layer],
+        voi_lut_transformations=_voi(source),
+        presentation_lut_transformation=_presentation_lut(source),
+        series_description=series.description,
+    )
+    laterality = laterality_of(source)
+    if laterality:
+        gsps.Laterality = laterality
+    return gsps
