@@ -92,6 +92,13 @@ def decide(images: Sequence[ImageFacts], rules: Sequence[EligibilityRule]) -> De
     return Decision(False, reason=_why_not(images))
 
 
+def _is_tomosynthesis(image: ImageFacts) -> bool:
+    # multi-frame MG: tomosynthesis slices sent in an older or generic IOD
+    return image.sop_class_uid in _TOMOSYNTHESIS or (
+        _norm(image.modality) == "MG" and image.number_of_frames > 1
+    )
+
+
 def _why_not(images: Sequence[ImageFacts]) -> str:
     """A readable reason for a study no rule matched, from what the study contains."""
     breast = [
@@ -109,7 +116,7 @@ def _why_not(images: Sequence[ImageFacts]) -> str:
         for image in breast
     ):
         return "only For Processing images"
-    if any(image.sop_class_uid in _TOMOSYNTHESIS for image in breast):
+    if any(_is_tomosynthesis(image) for image in breast):
         return "tomosynthesis not supported"
     if all(image.number_of_frames > 1 for image in breast):
         return "only multi-frame images"

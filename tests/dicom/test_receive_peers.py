@@ -218,6 +218,30 @@ def test_for_processing_only_study_is_skipped(
     assert recent_studies(service.session_factory)[0].reason == "only For Processing images"
 
 
+@pytest.mark.parametrize(
+    ("options", "keep", "state", "reason"),
+    [
+        ({"modality": "us"}, "", "queued", None),
+        ({"tomo": True}, "tomo", "skipped", "tomosynthesis not supported"),
+        ({"tomo": True}, "", "queued", None),
+    ],
+)
+def test_eligibility_of_received_studies(
+    node_factory: NodeFactory,
+    synthetic: Callable[..., Path],
+    options: dict[str, object],
+    keep: str,
+    state: str,
+    reason: str | None,
+) -> None:
+    service, settings = node_factory()
+    files = [p for p in dicom_files(synthetic(studies=1, seed=17, **options)) if keep in p.name]
+    assert send_files(peer(settings), files).sent == len(files)
+    assert wait_until(lambda: states(service) == {state: 1})
+    assert service.session_factory is not None
+    assert recent_studies(service.session_factory)[0].reason == reason
+
+
 def test_disk_watermark_refuses_with_out_of_resources(
     node_factory: NodeFactory, synthetic: Callable[..., Path]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,11 +22,13 @@ from node.db import (
     count_by_state,
     events_of,
     init_schema,
+    make_engine,
     open_database,
     record_instance,
     renew_lease,
     transition,
 )
+from node.db.models import Base, SchemaVersion
 from node.db.queue import StudyRef
 
 
@@ -165,13 +168,27 @@ def _claim_all(url: str, worker: str) -> list[int]:
     return mine
 
 
-def test_concurrent_claims_with_threads_never_share_a_study(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'node.db'}"
-    _queue_studies(open_database(url), 40)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQLite file; and PostgreSQL when BREAST_NODE_TEST_POSTGRES names a database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'node.db'}"
+    url = os.environ.get("BREAST_NODE_TEST_POSTGRES")
+    if not url:
+        pytest.skip("set BREAST_NODE_TEST_POSTGRES=postgresql+psycopg://... to test PostgreSQL")
+    engine = make_engine(url)
+    Base.metadata.drop_all(engine)
+    SchemaVersion.__table__.drop(engine, checkfirst=True)  # type: ignore[attr-defined]
+    engine.dispose()
+    return url
+
+
+def test_concurrent_claims_with_threads_never_share_a_study(database_url: str) -> None:
+    _queue_studies(open_database(database_url), 40)
     results: dict[str, list[int]] = {}
 
     def work(name: str) -> None:
-        results[name] = _claim_all(url, name)
+        results[name] = _claim_all(database_url, name)
 
     threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(6)]
     for thread in threads:
@@ -179,7 +196,8 @@ def test_concurrent_claims_with_threads_never_share_a_study(tmp_path: Path) -> N
     for thread in threads:
         thread.join()
     claimed = [study for ids in results.values() for study in ids]
-    assert sorted(claimed) == list(range(1, 41))
+    assert sorted(claimed) == sorted(set(claimed))
+    assert len(claimed) == 40
 
 
 def test_concurrent_claims_with_processes_never_share_a_study(tmp_path: Path) -> None:

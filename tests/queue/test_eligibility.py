@@ -52,7 +52,8 @@ def test_breast_ultrasound_is_eligible_other_ultrasound_is_not() -> None:
             "tomosynthesis not supported",
         ),
         ([Image(sop_class_uid=CT, modality="CT", body_part="CHEST")], "no breast images"),
-        ([Image(number_of_frames=2)], "only multi-frame images"),
+        ([Image(number_of_frames=2)], "tomosynthesis not supported"),
+        ([Image(sop_class_uid=US, modality="US", number_of_frames=40)], "only multi-frame images"),
         ([], "no images"),
     ],
 )
