@@ -2,7 +2,7 @@
 
 Generates ``--train`` + ``--test`` small studies (different seeds, so no study is
 shared), reads every For Presentation image back from DICOM, applies its VOI
-window and trains a six-layer CNN on the 512 x 416 images for
+window and trains a five-layer CNN on the 512 x 416 images for
 ``--epochs`` epochs to tell malignant images from the rest. Prints the per-image
 AUC on the held-out studies (and per lesion type). Runs in a few minutes on
 two CPU cores::
@@ -84,9 +84,8 @@ def main() -> None:
         test_images = write_studies(test_dir, args.test, args.seed + 1000, options)
         x_train, y_train = load(train_dir, train_images)
         x_test, y_test = load(test_dir, test_images)
-    print(
-        f"generated and loaded {len(y_train)} + {len(y_test)} images in {time.monotonic() - start:.0f} s"
-    )
+    elapsed = time.monotonic() - start
+    print(f"generated and loaded {len(y_train)} + {len(y_test)} images in {elapsed:.0f} s")
     model = tiny_cnn()
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -120,15 +119,13 @@ def main() -> None:
             [model(torch.from_numpy(x_test[i : i + 64])) for i in range(0, len(x_test), 64)]
         )
     scores_np = scores.squeeze(1).numpy()
-    print(
-        f"per-image AUC, malignant vs not, {args.test} held-out studies: {auc(scores_np, y_test):.3f}"
-    )
+    overall = auc(scores_np, y_test)
+    print(f"per-image AUC, malignant vs not, {args.test} held-out studies: {overall:.3f}")
     negatives = np.array([img.label != "malignant" for img in test_images])
     for kind in sorted({img.lesion_type for img in test_images if img.label == "malignant"}):
         sel = np.array([img.lesion_type == kind for img in test_images]) | negatives
-        print(
-            f"  {kind}: AUC {auc(scores_np[sel], y_test[sel]):.3f} ({int((sel & ~negatives).sum())} images)"
-        )
+        count = int((sel & ~negatives).sum())
+        print(f"  {kind}: AUC {auc(scores_np[sel], y_test[sel]):.3f} ({count} images)")
     print(f"total {time.monotonic() - start:.0f} s")
 
 

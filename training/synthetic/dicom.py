@@ -251,9 +251,10 @@ def _voi(ds: Dataset, pixels: NDArray[np.uint16], bits: int, photometric: str) -
     )
     if body.size == 0:
         body = pixels.ravel()
-    low, high = (float(v) for v in np.percentile(body[::5], [2.0, 99.8]))
+    low, high = (float(v) for v in np.percentile(body[::5], [1.0, 99.9]))
     center = round((low + high) / 2)
-    width = max(round(high - low), 2)
+    # a little wider than the breast's range, so dense tissue is not clipped to white
+    width = max(round((high - low) * 1.3), 2)
     ds.WindowCenter = [center, center]
     ds.WindowWidth = [width, max(round(width * 0.7), 2)]
     ds.WindowCenterWidthExplanation = ["NORMAL", "HARDER"]

@@ -122,7 +122,7 @@ def render_lesion(
     radius_px = spec.radius / spacing * float(view_rng.uniform(0.92, 1.08))
     turn = float(view_rng.uniform(-0.5, 0.5))
     extent = {"spiculated_mass": 3.4, "architectural_distortion": 1.3}.get(spec.kind, 1.5)
-    half = int(math.ceil(radius_px * extent)) + 4
+    half = math.ceil(radius_px * extent) + 4
     row0 = round(center[0]) - half
     col0 = round(center[1]) - half
     yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
@@ -215,9 +215,9 @@ def _spiculated(
 ) -> _Drawn:
     q = _irregular_q(rng, yy, xx, r, turn, 0.15)
     core = _dome(q, 0.6)
-    count = int(rng.integers(10, 22))
-    spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.7, (1.2, 3.0), 0.6)
-    tissue = np.maximum(core, 0.85 * spikes)
+    count = int(rng.integers(12, 26))
+    spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.7, (1.4, 3.4), 0.7)
+    tissue = np.maximum(core, spikes)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (q <= 1.0) | (spikes > 0.35)
     return tissue.astype(np.float32), np.zeros_like(tissue), mask

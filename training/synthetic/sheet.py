@@ -90,7 +90,7 @@ def make_contact_sheet(data: Sequence[Path], out: Path, studies: int = 3) -> Pat
             if img.mask_path is not None:
                 mask = np.asarray(Image.open(folder / img.mask_path)) > 0
                 ax.contour(
-                    mask, levels=[0.5], colors=_COLOURS.get(img.label, "#ffff00"), linewidths=0.8
+                    mask, levels=[0.5], colors=_COLOURS.get(img.label, "#ffff00"), linewidths=1.4
                 )
             title = f"{img.laterality}-{img.view} {img.label}"
             if img.lesion_type != "none":
