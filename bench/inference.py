@@ -64,9 +64,10 @@ def flops_per_image(model: torch.nn.Module, height: int, width: int, device: tor
     return float(counter.get_total_flops())
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warm_up: bool) -> float:
+    """Median seconds of ``repeats`` calls, after one untimed call if ``warm_up``."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -115,8 +116,10 @@ def measure(
 
         return call
 
-    seconds = timed(run(batch), device, repeats)
-    study = timed(run(4), device, repeats) if batch != 4 else seconds
+    # the ensemble's members are warm already from their own rows
+    warm_up = name != "ensemble"
+    seconds = timed(run(batch), device, repeats, warm_up)
+    study = timed(run(4), device, repeats, warm_up) if batch != 4 else seconds
     rate = batch / seconds
     peak = peak_for(device, precision)
     return Row(
@@ -178,36 +181,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{repeats} timed repeats; ensemble = {' + '.join(members)}"
     )
     rows: list[Row] = []
+    size = {"height": args.height, "width": args.width, "device": device, "repeats": repeats}
     for precision in precisions:
         for batch in batches:
             for n in names:
                 rows.append(
-                    measure(
-                        n,
-                        [models[n]],
-                        flops[n],
-                        batch=batch,
-                        precision=precision,
-                        height=args.height,
-                        width=args.width,
-                        device=device,
-                        repeats=repeats,
-                    )
+                    measure(n, [models[n]], flops[n], batch=batch, precision=precision, **size)
                 )
                 print(f"  measured {n} {precision} batch {batch}", file=sys.stderr, flush=True)
-            rows.append(
-                measure(
-                    "ensemble",
-                    [models[n] for n in members],
-                    sum(flops[n] for n in members),
-                    batch=batch,
-                    precision=precision,
-                    height=args.height,
-                    width=args.width,
-                    device=device,
-                    repeats=repeats,
-                )
-            )
+            together = [models[n] for n in members]
+            total = sum(flops[n] for n in members)
+            row = measure("ensemble", together, total, batch=batch, precision=precision, **size)
+            rows.append(row)
 
     reference = {(r.precision, r.batch): r for r in rows if r.name == REFERENCE}
     fp32_rows = {(r.name, r.batch): r for r in rows if r.precision == "fp32"}

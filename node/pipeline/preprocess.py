@@ -15,7 +15,10 @@ Steps, each a pure function on arrays:
    inverted.
 3. Mammography: :func:`breast_box` (Otsu threshold, largest component, falling
    back to the whole image) and a flip to the canonical side (breast on the
-   left, chest wall at the left edge). Ultrasound: :func:`ultrasound_box` (the
+   left, chest wall at the left edge). The flip follows the image (the edge the
+   breast leans on); the laterality tag decides only when the image is not
+   decisive. Laterality comes from ``ImageLaterality``, else ``Laterality``,
+   else the breast's position. Ultrasound: :func:`ultrasound_box` (the
    non-black image area) and optional :func:`clahe`.
 4. :func:`resize_and_pad`: aspect-preserving resize into the model input, padded
    with zeros at the bottom and right.

@@ -12,12 +12,23 @@ import torch
 
 from node.config import InferenceSettings
 from node.errors import InferenceError, ModelError
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInferenceError, StudyInput
+from node.pipeline.infer import (
+    ImageInput,
+    ImageResult,
+    InferenceEngine,
+    StudyInferenceError,
+    StudyInput,
+)
 from tests.helpers.images import breast_phantom, mg_dataset, write_dataset
 from tests.helpers.models import symmetric_state, write_random_model_folder
 from training.synthetic import SynthOptions, write_studies
 
 FAST = InferenceSettings(tta="none", cam=False)
+
+
+def first_image(folder: Path, settings: InferenceSettings, study: list[StudyInput]) -> ImageResult:
+    """The first image's result of the first study, from a freshly loaded engine."""
+    return InferenceEngine.load(folder, settings).infer_studies(study)[0].images[0]
 
 
 @pytest.fixture(scope="module")
@@ -147,12 +158,8 @@ def test_flip_tta_on_a_symmetric_image_equals_no_tta(tmp_path: Path) -> None:
     image[20:100, 12:52] = np.linspace(0.2, 0.8, 80, dtype=np.float32)[:, None]
     path = write_dataset(mg_dataset(image, laterality="L"), tmp_path / "sym.dcm")
     study = [StudyInput("1.2", (ImageInput(path, "1.2.1"),))]
-    plain = InferenceEngine.load(folder, FAST).infer_studies(study)[0].images[0]
-    flip = (
-        InferenceEngine.load(folder, InferenceSettings(tta="flip", cam=False))
-        .infer_studies(study)[0]
-        .images[0]
-    )
+    plain = first_image(folder, FAST, study)
+    flip = first_image(folder, InferenceSettings(tta="flip", cam=False), study)
     _, left, _, right = plain.geometry.crop
     assert left == 64 - right and left > 0  # cropped symmetrically
     assert flip.class_probabilities == pytest.approx(plain.class_probabilities, abs=1e-6)
@@ -163,18 +170,10 @@ def test_flip_invariant_model_gives_identical_tta_results(tmp_path: Path) -> Non
     image = breast_phantom(rows=200, cols=120, spot=(60, 20), spot_radius=5)
     path = write_dataset(mg_dataset(image, laterality="L"), tmp_path / "a.dcm")
     study = [StudyInput("1.2", (ImageInput(path, "1.2.1"),))]
-    plain = InferenceEngine.load(folder, FAST).infer_studies(study)[0].images[0]
-    flip = (
-        InferenceEngine.load(folder, InferenceSettings(tta="flip", cam=False))
-        .infer_studies(study)[0]
-        .images[0]
-    )
+    plain = first_image(folder, FAST, study)
+    flip = first_image(folder, InferenceSettings(tta="flip", cam=False), study)
     assert flip.class_probabilities == pytest.approx(plain.class_probabilities, abs=1e-6)
-    multi = (
-        InferenceEngine.load(folder, InferenceSettings(tta="multi", cam=False))
-        .infer_studies(study)[0]
-        .images[0]
-    )
+    multi = first_image(folder, InferenceSettings(tta="multi", cam=False), study)
     assert multi.class_probabilities != pytest.approx(
         plain.class_probabilities, abs=1e-9
     )  # zoom/shift do change it
