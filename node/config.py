@@ -57,8 +57,10 @@ __all__ = [
     "OutputKind",
     "OutputSettings",
     "QueueSettings",
+    "SendingSettings",
     "Settings",
     "StorageSettings",
+    "WorkerSettings",
     "check_ae_title",
     "load_settings",
 ]
@@ -191,6 +193,44 @@ class QueueSettings(_Section):
     """A claimed study returns to the queue if its worker does not renew within this time."""
 
 
+class WorkerSettings(_Section):
+    """The inference worker: how often it looks for queued studies and how many it takes."""
+
+    check_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    """How often the worker looks for queued studies (it then works until none are left)."""
+    batch_studies: int = Field(default=4, strict=True, ge=1, le=64)
+    """Most queued studies claimed and inferred together (their images share batches)."""
+
+
+class SendingSettings(_Section):
+    """Delivery of result objects to the destinations, with retries."""
+
+    max_attempts: int = Field(default=8, strict=True, ge=1, le=100)
+    """Attempts per object and destination before the study is failed."""
+    backoff_initial_seconds: float = Field(default=30.0, gt=0, le=86400)
+    """Wait after the first failed attempt; doubled after each further one."""
+    backoff_max_seconds: float = Field(default=900.0, gt=0, le=7 * 86400)
+    """Longest wait between two attempts."""
+    check_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    """How often the sender looks for results that are due."""
+    batch_studies: int = Field(default=8, strict=True, ge=1, le=256)
+    """Most studies delivered in one pass (one association per DICOM destination)."""
+    acse_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds to wait for the destination to accept or release an association."""
+    dimse_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds to wait for each C-STORE response."""
+    network_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds without any network traffic before the association is aborted."""
+    max_pdu: int = Field(default=0, strict=True, ge=0)
+    """Largest PDU we receive from the destination, in bytes; 0 means unlimited."""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SendingSettings:
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError("backoff_max_seconds must not be below backoff_initial_seconds")
+        return self
+
+
 def _check_uid(value: str) -> str:
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value) or len(value) > 64:
         raise ValueError(f"{value!r} is not a DICOM UID")
@@ -245,19 +285,37 @@ class EligibilitySettings(_Section):
         return self
 
 
-class DicomDestination(_Section):
+OutputKind = Literal["sr", "mgcad", "sc", "gsps"]
+"""A result object: TID 1500 SR, Mammography CAD SR, Grad-CAM secondary captures, GSPS."""
+_ALL_KINDS: tuple[OutputKind, ...] = ("sr", "mgcad", "sc", "gsps")
+
+
+def _unique_kinds(value: tuple[OutputKind, ...]) -> tuple[OutputKind, ...]:
+    if len(set(value)) != len(value):
+        raise ValueError("each object kind may be listed once")
+    return value
+
+
+OutputKinds = Annotated[tuple[OutputKind, ...], AfterValidator(_unique_kinds)]
+
+
+class _DestinationBase(_Section):
+    name: Name
+    objects: OutputKinds = _ALL_KINDS
+    """Which result objects this destination receives (of those that are built)."""
+
+
+class DicomDestination(_DestinationBase):
     """A DICOM Storage SCP (usually the PACS) that receives our results."""
 
-    name: Name
     ae_title: AETitle
     host: str = Field(min_length=1)
     port: Port
 
 
-class FolderDestination(_Section):
+class FolderDestination(_DestinationBase):
     """A folder that receives our result files (for sites without a PACS, and demos)."""
 
-    name: Name
     folder: ConfigPath
 
 
@@ -301,8 +359,6 @@ class InferenceSettings(_Section):
     """CPU threads for torch; 0 leaves torch's default."""
 
 
-OutputKind = Literal["sr", "mgcad", "sc", "gsps"]
-"""A result object: TID 1500 SR, Mammography CAD SR, Grad-CAM secondary captures, GSPS."""
 SeriesNumber = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
 SeriesDescription = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -310,7 +366,7 @@ SeriesDescription = Annotated[str, Field(min_length=1, max_length=64)]
 class OutputSettings(_Section):
     """Which result objects are made and how they look (see docs/outputs.md)."""
 
-    objects: tuple[OutputKind, ...] = ("sr", "mgcad", "sc")
+    objects: OutputKinds = ("sr", "mgcad", "sc")
     """Objects made for every inferred study (the CAD SR only for mammograms)."""
     failure_report: bool = True
     """A study that fails or is skipped after eligibility still gets a result saying so."""
@@ -328,13 +384,6 @@ class OutputSettings(_Section):
     """Opacity of the hottest heat-map colour over the image (0 = invisible)."""
     sc_size: int = Field(default=1024, strict=True, ge=0, le=8192)
     """Longest side of the secondary capture image in pixels; 0 keeps the original size."""
-
-    @field_validator("objects")
-    @classmethod
-    def _unique_objects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("each object kind may be listed once")
-        return value
 
 
 class LoggingSettings(_Section):
@@ -357,6 +406,7 @@ class Settings(_Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     eligibility: EligibilitySettings = Field(default_factory=EligibilitySettings)
     destinations: tuple[Destination, ...] = Field(
         default_factory=lambda: (
@@ -367,6 +417,7 @@ class Settings(_Section):
     """Model folder (card + weights). ``null`` or a missing folder: receive and queue only."""
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     outputs: OutputSettings = Field(default_factory=OutputSettings)
+    sending: SendingSettings = Field(default_factory=SendingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
