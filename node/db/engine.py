@@ -24,13 +24,22 @@ SessionFactory = sessionmaker[Session]
 _VERSIONS = cast(Table, SchemaVersion.__table__)
 
 
+def _tables(*names: str) -> list[Table]:
+    return [Base.metadata.tables[name] for name in names]
+
+
 def _v1(conn: Connection) -> None:
-    # Version 1 is the initial schema; later versions must ALTER, not call create_all.
-    Base.metadata.create_all(conn)
+    # Version 1 is the initial schema; later versions create or ALTER only their own tables.
+    Base.metadata.create_all(conn, tables=_tables("studies", "instances", "study_events"))
+
+
+def _v2(conn: Connection) -> None:
+    # results of each study generation, and their delivery to each destination
+    Base.metadata.create_all(conn, tables=_tables("results", "deliveries"))
 
 
 #: Forward migrations: index i brings the schema from version i to i + 1.
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -8,20 +8,27 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
+    "Delivery",
+    "DeliveryState",
     "Instance",
+    "Result",
+    "ResultOutcome",
     "SchemaVersion",
     "Study",
     "StudyEvent",
@@ -159,3 +166,89 @@ class StudyEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="{}")
     """JSON object."""
+
+
+class ResultOutcome(str, Enum):
+    """What a result row holds."""
+
+    RESULT = "result"
+    """The model's result; the study ends ``done`` once it is delivered."""
+    FAILURE = "failure"
+    """A failure report (``reason`` says why); the study ends ``failed`` once it is delivered."""
+
+
+class Result(Base):
+    """The result of one generation of a study: scores, decision, and what was built.
+
+    A later generation (late instances, ``late_policy: reprocess``) has its own row and
+    supersedes this one.
+    """
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("study_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why the study failed (failure reports only)."""
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    """Study malignancy probability."""
+    positive: Mapped[bool | None] = mapped_column(Boolean)
+    """Decision at the operating point."""
+    assessment: Mapped[str | None] = mapped_column(String(16))
+    """Assessment category from the model card's bands."""
+    breast_scores: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON object: laterality -> score."""
+    image_scores: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON object: SOP Instance UID -> score."""
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON: the full result (heat maps excluded), or the failure's context."""
+    timings: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON object: seconds per stage."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeliveryState(str, Enum):
+    """Where one object is with one destination."""
+
+    PENDING = "pending"
+    """Not delivered yet; tried again at ``next_attempt_at``."""
+    SENT = "sent"
+    """Delivered (C-STORE success, or the file is in the folder)."""
+    FAILED = "failed"
+    """Every attempt failed; ``last_error`` says why."""
+    SUPERSEDED = "superseded"
+    """A later generation's result replaced this one before it was delivered."""
+
+
+class Delivery(Base):
+    """One result object for one destination, and how delivering it went."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("result_id", "destination", "sop_instance_uid"),
+        Index("ix_deliveries_state_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    destination: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(300))
+    """The object's file, relative to the spool root."""
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    """DIMSE status of the last C-STORE response, if there was one."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

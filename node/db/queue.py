@@ -27,6 +27,7 @@ __all__ = [
     "events_of",
     "recent_studies",
     "record_event",
+    "release_claim",
     "renew_lease",
     "transition",
 ]
@@ -180,6 +181,24 @@ def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds:
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_claim(session: Session, study: StudyRef) -> StudyRef | None:
+    """Give up the claim on ``study`` without changing its state, in the caller's transaction.
+
+    Returns the new snapshot, or ``None`` when the claim was lost meanwhile.
+    """
+    result = session.execute(
+        update(Study)
+        .where(*_unchanged(study))
+        .values(claimed_by=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = session.get(Study, study.id, populate_existing=True)
+    assert row is not None
+    return StudyRef.of(row)
 
 
 def transition(

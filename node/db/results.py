@@ -1,0 +1,390 @@
+"""Results and their deliveries: what the worker stores and the sender works through.
+
+The worker stores a study's result, one delivery row per destination and object, and
+moves the study to ``sending`` in one transaction (:func:`save_result`). The sender
+claims ``sending`` studies that have a delivery due (:func:`claim_sending`), records
+each attempt (:func:`record_attempts`) and, when no delivery is pending any more, moves
+the study to ``done`` or ``failed`` (:func:`finish_sending`).
+
+Deliveries belong to one generation of a study: a later generation marks the earlier
+generation's pending deliveries ``superseded``, so an outdated result is never sent
+after a newer one was made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+
+from node.db.engine import SessionFactory
+from node.db.models import (
+    Delivery,
+    DeliveryState,
+    Result,
+    ResultOutcome,
+    Study,
+    StudyState,
+    utcnow,
+)
+from node.db.queue import StudyRef, add_event, release_claim, transition
+
+__all__ = [
+    "AttemptOutcome",
+    "DeliveryRef",
+    "NewDelivery",
+    "NewResult",
+    "claim_sending",
+    "deliveries_of",
+    "due_deliveries",
+    "finish_sending",
+    "record_attempts",
+    "results_of",
+    "save_result",
+]
+
+_PENDING = DeliveryState.PENDING.value
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """A result (or failure report) to store for one study generation."""
+
+    outcome: ResultOutcome
+    reason: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    score: float | None = None
+    positive: bool | None = None
+    assessment: str | None = None
+    breast_scores: dict[str, float] = field(default_factory=dict)
+    image_scores: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One object for one destination; ``path`` is relative to the spool root."""
+
+    destination: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    kind: str
+    path: str
+
+
+@dataclass(frozen=True)
+class DeliveryRef:
+    """A snapshot of a delivery row."""
+
+    id: int
+    study_id: int
+    generation: int
+    destination: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    kind: str
+    path: str
+    state: DeliveryState
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: datetime
+    sent_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Delivery) -> DeliveryRef:
+        """The snapshot of an ORM row."""
+        return cls(
+            id=row.id,
+            study_id=row.study_id,
+            generation=row.generation,
+            destination=row.destination,
+            sop_instance_uid=row.sop_instance_uid,
+            sop_class_uid=row.sop_class_uid,
+            kind=row.kind,
+            path=row.path,
+            state=DeliveryState(row.state),
+            attempts=row.attempts,
+            last_status=row.last_status,
+            last_error=row.last_error,
+            next_attempt_at=row.next_attempt_at,
+            sent_at=row.sent_at,
+        )
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one delivery attempt went. ``retry_at``: when to try again after a failure;
+    ``None`` after a failure means the attempts are exhausted."""
+
+    delivery_id: int
+    sent: bool
+    status: int | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+def save_result(
+    session_factory: SessionFactory,
+    study: StudyRef,
+    result: NewResult,
+    deliveries: Sequence[NewDelivery],
+) -> StudyRef | None:
+    """Store ``result`` and its ``deliveries`` and move ``study`` on, in one transaction.
+
+    The study goes to ``sending``, or straight to ``failed`` (with the failure reason)
+    when a failure report has nothing to deliver, or to ``done`` when a result has no
+    destination. Returns ``None``, storing nothing, when the study changed since the
+    snapshot (reclaimed after a lost lease, or reopened by a late instance).
+    """
+    now = utcnow()
+    if deliveries:
+        to_state = StudyState.SENDING
+    elif result.outcome is ResultOutcome.FAILURE:
+        to_state = StudyState.FAILED
+    else:
+        to_state = StudyState.DONE
+    reason = result.reason if result.outcome is ResultOutcome.FAILURE else None
+    with session_factory.begin() as session:
+        moved = transition(session_factory, study, to_state, reason, session=session)
+        if moved is None:  # nothing was written: the conditional update matched no row
+            return None
+        row = Result(
+            study_id=study.id,
+            generation=study.generation,
+            outcome=result.outcome.value,
+            reason=result.reason,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            score=result.score,
+            positive=result.positive,
+            assessment=result.assessment,
+            breast_scores=json.dumps(result.breast_scores),
+            image_scores=json.dumps(result.image_scores),
+            detail=json.dumps(result.detail, default=str),
+            timings=json.dumps(result.timings),
+            created_at=now,
+        )
+        session.add(row)
+        session.flush()
+        superseded = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.study_id == study.id,
+                Delivery.generation < study.generation,
+                Delivery.state == _PENDING,
+            )
+            .values(state=DeliveryState.SUPERSEDED.value)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        for item in deliveries:
+            session.add(
+                Delivery(
+                    result_id=row.id,
+                    study_id=study.id,
+                    generation=study.generation,
+                    destination=item.destination,
+                    sop_instance_uid=item.sop_instance_uid,
+                    sop_class_uid=item.sop_class_uid,
+                    kind=item.kind,
+                    path=item.path,
+                    state=_PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        add_event(
+            session,
+            study.id,
+            "result",
+            {
+                "generation": study.generation,
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+                "score": result.score,
+                "deliveries": len(deliveries),
+                "superseded_deliveries": superseded,
+            },
+        )
+    return moved
+
+
+def _due(now: datetime) -> Any:
+    return exists().where(
+        Delivery.study_id == Study.id,
+        Delivery.generation == Study.generation,
+        Delivery.state == _PENDING,
+        Delivery.next_attempt_at <= now,
+    )
+
+
+def claim_sending(
+    session_factory: SessionFactory, worker_id: str, lease_seconds: float, limit: int
+) -> list[StudyRef]:
+    """Claim up to ``limit`` ``sending`` studies that have a delivery due now.
+
+    A study is claimable when nobody holds it or its holder's lease expired; the claim
+    keeps the state ``sending`` and sets ``claimed_by`` and a lease. Oldest first.
+    """
+    now = utcnow()
+    claimable = and_(
+        Study.state == StudyState.SENDING.value,
+        or_(Study.claimed_by.is_(None), Study.lease_expires_at < now),
+        _due(now),
+    )
+    with session_factory() as session:
+        candidates = session.execute(
+            select(Study.id, Study.claimed_by, Study.generation)
+            .where(claimable)
+            .order_by(Study.state_changed_at, Study.id)
+            .limit(limit)
+        ).all()
+    claimed: list[StudyRef] = []
+    for study_id, holder, generation in candidates:
+        with session_factory.begin() as session:
+            moved = session.execute(
+                update(Study)
+                .where(Study.id == study_id, Study.generation == generation, claimable)
+                .values(
+                    claimed_by=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds)
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            detail: dict[str, Any] = {"worker": worker_id, "from": "sending"}
+            if holder is not None:
+                detail["reclaimed"] = True
+            add_event(session, study_id, "claimed", detail)
+            row = session.get(Study, study_id, populate_existing=True)
+            assert row is not None
+            claimed.append(StudyRef.of(row))
+    return claimed
+
+
+def due_deliveries(session_factory: SessionFactory, study: StudyRef) -> list[DeliveryRef]:
+    """Pending deliveries of the study's current generation that are due now."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(Delivery)
+            .where(
+                Delivery.study_id == study.id,
+                Delivery.generation == study.generation,
+                Delivery.state == _PENDING,
+                Delivery.next_attempt_at <= utcnow(),
+            )
+            .order_by(Delivery.id)
+        ).all()
+        return [DeliveryRef.of(row) for row in rows]
+
+
+def deliveries_of(session_factory: SessionFactory, study_id: int) -> list[DeliveryRef]:
+    """Every delivery of a study, every generation, in creation order."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(Delivery).where(Delivery.study_id == study_id).order_by(Delivery.id)
+        ).all()
+        return [DeliveryRef.of(row) for row in rows]
+
+
+def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str, Any]]:
+    """Every result row of a study as plain data, oldest generation first."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(Result).where(Result.study_id == study_id).order_by(Result.generation)
+        ).all()
+        return [
+            {
+                "generation": row.generation,
+                "outcome": row.outcome,
+                "reason": row.reason,
+                "model": {"name": row.model_name, "version": row.model_version},
+                "score": row.score,
+                "positive": row.positive,
+                "assessment": row.assessment,
+                "breast_scores": json.loads(row.breast_scores),
+                "image_scores": json.loads(row.image_scores),
+                "timings": json.loads(row.timings),
+                "created_at": row.created_at.isoformat(),
+            }
+            for row in rows
+        ]
+
+
+def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptOutcome]) -> None:
+    """Record delivery attempts in one transaction.
+
+    Only pending rows change, so a row that was superseded meanwhile stays so.
+    """
+    now = utcnow()
+    with session_factory.begin() as session:
+        for outcome in outcomes:
+            values: dict[str, Any] = {
+                "attempts": Delivery.attempts + 1,
+                "last_status": outcome.status,
+                "last_error": outcome.error,
+            }
+            if outcome.sent:
+                values.update(state=DeliveryState.SENT.value, sent_at=now)
+            elif outcome.retry_at is None:
+                values.update(state=DeliveryState.FAILED.value)
+            else:
+                values.update(next_attempt_at=outcome.retry_at)
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == outcome.delivery_id, Delivery.state == _PENDING)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def finish_sending(session_factory: SessionFactory, study: StudyRef) -> StudyRef | None:
+    """After a pass: release the claim, or end the study when nothing is pending.
+
+    All of the generation's deliveries sent: ``done`` (a result) or ``failed`` with the
+    failure reason (a failure report). Some failed for good: ``failed``, the reason
+    naming each destination and its last status or error. Returns the new snapshot, or
+    ``None`` when the study changed meanwhile.
+    """
+    with session_factory.begin() as session:
+        rows = session.scalars(
+            select(Delivery).where(
+                Delivery.study_id == study.id, Delivery.generation == study.generation
+            )
+        ).all()
+        if any(row.state == _PENDING for row in rows):
+            return release_claim(session, study)
+        result = session.scalar(
+            select(Result).where(Result.study_id == study.id, Result.generation == study.generation)
+        )
+        failed = [row for row in rows if row.state == DeliveryState.FAILED.value]
+        reasons = _failed_reasons(failed)
+        if result is not None and result.outcome == ResultOutcome.FAILURE.value:
+            reasons.insert(0, result.reason or "failed")
+        if reasons:
+            return transition(
+                session_factory, study, StudyState.FAILED, "; ".join(reasons), session=session
+            )
+        return transition(session_factory, study, StudyState.DONE, session=session)
+
+
+def _failed_reasons(failed: Sequence[Delivery]) -> list[str]:
+    """One reason per destination: how many objects failed and the last error."""
+    by_destination: dict[str, list[Delivery]] = {}
+    for row in failed:
+        by_destination.setdefault(row.destination, []).append(row)
+    reasons = []
+    for destination, rows in sorted(by_destination.items()):
+        last = rows[-1]
+        reasons.append(
+            f"delivery to {destination} failed for {len(rows)} object(s) after "
+            f"{last.attempts} attempt(s): {last.last_error or 'unknown error'}"
+        )
+    return reasons
