@@ -36,10 +36,11 @@ from pydicom.dataset import Dataset
 from node import __version__
 from node.config import OutputSettings
 from node.errors import OutputError
+from node.outputs._common import SeriesSpec
 from node.outputs.gsps import build_presentation_state
 from node.outputs.mgcad import build_cad_failure_report, build_cad_report
 from node.outputs.sc import SecondaryCaptureStyle, build_secondary_capture
-from node.outputs.sr import SeriesSpec, build_failure_report, build_measurement_report
+from node.outputs.sr import build_failure_report, build_measurement_report
 from node.outputs.uids import derive_uid
 from node.pipeline.infer import StudyResult
 
@@ -122,7 +123,10 @@ def build_outputs(
 
     if "sr" in settings.objects:
         sr = build_measurement_report(
-            result, sources, _series(settings, "sr", study, revision, version), intended_use=intended_use
+            result,
+            sources,
+            _series(settings, "sr", study, revision, version),
+            intended_use=intended_use,
         )
         objects.append(ResultObject("sr", sr))
 
@@ -145,10 +149,17 @@ def build_outputs(
         source = by_uid[image.sop_instance_uid]
         if "sc" in settings.objects:
             if "PixelData" not in source:
-                raise OutputError(f"sources: {image.sop_instance_uid} has no pixel data for the secondary capture")
+                raise OutputError(
+                    f"sources: {image.sop_instance_uid} has no pixel data for the secondary capture"
+                )
             series = _series(
-                settings, "sc", study, revision, version,
-                source_uid=image.sop_instance_uid, instance_number=number,
+                settings,
+                "sc",
+                study,
+                revision,
+                version,
+                source_uid=image.sop_instance_uid,
+                instance_number=number,
             )
             sc = build_secondary_capture(
                 source,
@@ -158,17 +169,18 @@ def build_outputs(
                 model_name=result.model_name,
                 model_version=version,
                 style=style,
-                series_instance_uid=series.series_uid,
-                series_number=series.number,
-                series_description=series.description,
-                sop_instance_uid=series.sop_uid,
-                instance_number=series.instance_number,
+                series=series,
             )
             objects.append(ResultObject("sc", sc, image.sop_instance_uid))
         if "gsps" in settings.objects and int(source.get("SamplesPerPixel", 1) or 1) == 1:
             series = _series(
-                settings, "gsps", study, revision, version,
-                source_uid=image.sop_instance_uid, instance_number=number,
+                settings,
+                "gsps",
+                study,
+                revision,
+                version,
+                source_uid=image.sop_instance_uid,
+                instance_number=number,
             )
             pr = build_presentation_state(
                 source, image.regions, series, model_name=result.model_name, model_version=version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
@@ -14,7 +15,9 @@ from node.pipeline.preprocess import decode, to_unit_range
 __all__ = [
     "DISCLAIMER",
     "MANUFACTURER",
+    "SeriesSpec",
     "closed_polygon",
+    "comprehensive_sr",
     "display_image",
     "laterality_of",
     "require_uids",
@@ -52,7 +55,9 @@ def display_image(ds: Dataset) -> npt.NDArray[np.float32]:
         raise OutputError(f"source image pixels: {exc}") from exc
 
 
-def closed_polygon(points: Sequence[Sequence[float]] | npt.ArrayLike, what: str) -> npt.NDArray[np.float32]:
+def closed_polygon(
+    points: Sequence[Sequence[float]] | npt.ArrayLike, what: str
+) -> npt.NDArray[np.float32]:
     """``(N, 2)`` float32 ``(x, y)`` points with the first point repeated last.
 
     A closed POLYLINE (PS3.3 C.18.6.1.2) needs at least three distinct vertices.
@@ -67,3 +72,48 @@ def closed_polygon(points: Sequence[Sequence[float]] | npt.ArrayLike, what: str)
     if len(np.unique(arr, axis=0)) < 3:
         raise OutputError(f"{what}: polygon needs at least three distinct points")
     return arr.astype(np.float32)
+
+
+class SeriesSpec:
+    """Where an object goes: its series UID, number and description, and its own UID."""
+
+    __slots__ = ("description", "instance_number", "number", "series_uid", "sop_uid")
+
+    def __init__(
+        self, series_uid: str, number: int, description: str, sop_uid: str, instance_number: int = 1
+    ) -> None:
+        if not series_uid or not sop_uid:
+            raise OutputError("series: series_uid and sop_uid must not be empty")
+        if number < 1:
+            raise OutputError(f"series: number must be >= 1, not {number}")
+        if not 0 < len(description) <= 64:
+            raise OutputError("series: description must have 1-64 characters")
+        self.series_uid = series_uid
+        self.number = number
+        self.description = description
+        self.sop_uid = sop_uid
+        self.instance_number = instance_number
+
+
+def comprehensive_sr(
+    sources: Sequence[Dataset], root: Dataset, series: SeriesSpec
+) -> hd.sr.ComprehensiveSR:
+    """A complete, unverified Comprehensive SR document holding ``root``, with patient
+    and study taken from ``sources`` (all of one study)."""
+    if not sources:
+        raise OutputError("sources: at least one source image is needed")
+    for index, ds in enumerate(sources):
+        require_uids(ds, f"sources[{index}]")
+    if len({str(ds.StudyInstanceUID) for ds in sources}) != 1:
+        raise OutputError("sources: images come from more than one study")
+    return hd.sr.ComprehensiveSR(
+        evidence=list(sources),
+        content=root,
+        series_instance_uid=series.series_uid,
+        series_number=series.number,
+        sop_instance_uid=series.sop_uid,
+        instance_number=series.instance_number,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=series.description,
+    )

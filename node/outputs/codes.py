@@ -34,8 +34,8 @@ __all__ = [
     "FAILED_ANALYSES",
     "FAILED_DETECTIONS",
     "FINDING_TYPES",
-    "IMAGE_LIBRARY",
     "IMAGE_LATERALITY",
+    "IMAGE_LIBRARY",
     "IMAGE_REGION",
     "IMAGE_VIEW",
     "IMAGING_PROCEDURE",
@@ -184,7 +184,9 @@ PIXEL_SPACING_HORIZONTAL = Code("111026", "DCM", "Horizontal Pixel Spacing")
 PIXEL_SPACING_VERTICAL = Code("111066", "DCM", "Vertical Pixel Spacing")
 
 #: CID 6034 Intended Use of CAD Output.
-RENDER_REQUIRED = Code("111150", "DCM", "Presentation Required: Rendering device is expected to present")
+RENDER_REQUIRED = Code(
+    "111150", "DCM", "Presentation Required: Rendering device is expected to present"
+)
 RENDER_OPTIONAL = Code("111151", "DCM", "Presentation Optional: Rendering device may present")
 #: CID 6035 / CID 6036.
 RELATED_SPATIALLY = Code("111154", "DCM", "Target content items are related spatially")
@@ -208,6 +210,8 @@ CAD_FINDINGS_SUMMARY: dict[tuple[str, bool], Code] = {
     ("partially succeeded", False): Code(
         "111243", "DCM", "Not all algorithms succeeded; without findings"
     ),
-    ("partially succeeded", True): Code("111244", "DCM", "Not all algorithms succeeded; with findings"),
+    ("partially succeeded", True): Code(
+        "111244", "DCM", "Not all algorithms succeeded; with findings"
+    ),
     ("failed", False): Code("111245", "DCM", "No algorithms succeeded; without findings"),
 }

@@ -21,8 +21,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from node.errors import OutputError
-from node.outputs._common import DISCLAIMER, MANUFACTURER, closed_polygon, laterality_of, require_uids
-from node.outputs.sr import SeriesSpec
+from node.outputs._common import (
+    DISCLAIMER,
+    MANUFACTURER,
+    SeriesSpec,
+    closed_polygon,
+    laterality_of,
+    require_uids,
+)
 from node.pipeline.explain import Region
 
 __all__ = ["build_presentation_state"]
@@ -43,7 +49,9 @@ def _voi(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:
 def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
     """INVERSE for MONOCHROME1 sources, so the image keeps its polarity (PS3.3 C.11.6)."""
     inverse = str(source.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
-    shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+    shape = (
+        hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+    )
     return hd.PresentationLUTTransformation(presentation_lut_shape=shape)
 
 

@@ -63,8 +63,14 @@ from pydicom.uid import UID
 
 from node.errors import OutputError
 from node.outputs import codes
-from node.outputs._common import DISCLAIMER, MANUFACTURER, closed_polygon, laterality_of, require_uids
-from node.outputs.sr import SeriesSpec, birads_code, failure_text
+from node.outputs._common import (
+    DISCLAIMER,
+    SeriesSpec,
+    closed_polygon,
+    comprehensive_sr,
+    laterality_of,
+)
+from node.outputs.sr import birads_code, failure_text
 from node.pipeline.infer import ImageResult, StudyResult
 
 __all__ = [
@@ -101,7 +107,10 @@ def _percent(name: Code, fraction: float, what: str) -> hd.sr.NumContentItem:
     if not 0.0 <= fraction <= 1.0:
         raise OutputError(f"{what}: must be in [0, 1], not {fraction}")
     return hd.sr.NumContentItem(
-        name=name, value=round(fraction * 100.0, 4), unit=codes.PERCENT, relationship_type=_Rel.HAS_PROPERTIES
+        name=name,
+        value=round(fraction * 100.0, 4),
+        unit=codes.PERCENT,
+        relationship_type=_Rel.HAS_PROPERTIES,
     )
 
 
@@ -147,8 +156,12 @@ def _library_entry(ds: Dataset) -> Item:
         children.append(_code(codes.IMAGE_VIEW, view, acq))
     orientation = [str(v) for v in (ds.get("PatientOrientation") or [])]
     if len(orientation) == 2 and all(orientation):
-        children.append(_text(Code("111044", "DCM", "Patient Orientation Row"), orientation[0], acq))
-        children.append(_text(Code("111043", "DCM", "Patient Orientation Column"), orientation[1], acq))
+        children.append(
+            _text(Code("111044", "DCM", "Patient Orientation Row"), orientation[0], acq)
+        )
+        children.append(
+            _text(Code("111043", "DCM", "Patient Orientation Column"), orientation[1], acq)
+        )
     if ds.get("StudyDate"):
         children.append(
             hd.sr.DateContentItem(
@@ -164,9 +177,14 @@ def _library_entry(ds: Dataset) -> Item:
     spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
     if spacing is not None and len(spacing) == 2:
         # (row spacing, column spacing): vertical, then horizontal
-        for name, value in ((codes.PIXEL_SPACING_HORIZONTAL, spacing[1]), (codes.PIXEL_SPACING_VERTICAL, spacing[0])):
+        for name, value in (
+            (codes.PIXEL_SPACING_HORIZONTAL, spacing[1]),
+            (codes.PIXEL_SPACING_VERTICAL, spacing[0]),
+        ):
             children.append(
-                hd.sr.NumContentItem(name=name, value=float(value), unit=codes.MILLIMETER, relationship_type=acq)
+                hd.sr.NumContentItem(
+                    name=name, value=float(value), unit=codes.MILLIMETER, relationship_type=acq
+                )
             )
     return _with(_image(ds, _Rel.CONTAINS), children)
 
@@ -180,7 +198,8 @@ def _detections(
         _algorithm(model_name, model_version) + [_image(ds, _Rel.HAS_PROPERTIES) for ds in images],
     )
     return _with(
-        hd.sr.ContainerContentItem(name=container, relationship_type=_Rel.INFERRED_FROM), [performed]
+        hd.sr.ContainerContentItem(name=container, relationship_type=_Rel.INFERRED_FROM),
+        [performed],
     )
 
 
@@ -213,14 +232,21 @@ def _impression(result: StudyResult) -> str:
 
 
 def _region_impression(
-    index: int, region_index: int, image: ImageResult, source: Dataset, model_name: str, model_version: str
+    index: int,
+    region_index: int,
+    image: ImageResult,
+    source: Dataset,
+    model_name: str,
+    model_version: str,
 ) -> Item:
     """TID 4003 with one TID 4006 Single Image Finding for a Grad-CAM region."""
     region = image.regions[region_index]
     what = f"images[{index}].regions[{region_index}]"
     outline = closed_polygon(region.polygon, what)
     center = np.asarray([region.peak_point], dtype=np.float32)
-    where = " ".join(p for p in (image.laterality if image.laterality != "U" else "", image.view) if p)
+    where = " ".join(
+        p for p in (image.laterality if image.laterality != "U" else "", image.view) if p
+    )
     description = (
         f"Grad-CAM region {region_index + 1} on {where or 'image'}: peak {region.peak:.2f}; "
         f"image malignancy probability {image.probability * 100:.1f}%"
@@ -239,7 +265,9 @@ def _region_impression(
         ],
     )
     return _with(
-        hd.sr.ContainerContentItem(name=codes.INDIVIDUAL_IMPRESSION, relationship_type=_Rel.INFERRED_FROM),
+        hd.sr.ContainerContentItem(
+            name=codes.INDIVIDUAL_IMPRESSION, relationship_type=_Rel.INFERRED_FROM
+        ),
         [_rendering(), finding],
     )
 
@@ -253,13 +281,11 @@ def _document(
     detections: Item,
     series: SeriesSpec,
 ) -> hd.sr.ComprehensiveSR:
-    if not images:
-        raise OutputError("sources: at least one image is needed")
     for index, ds in enumerate(images):
-        require_uids(ds, f"sources[{index}]")
         if str(ds.get("Modality", "")).upper() != "MG":
             raise OutputError(
-                f"sources[{index}]: Mammography CAD SR describes mammograms, not {ds.get('Modality')!r}"
+                f"sources[{index}]: a Mammography CAD SR describes mammograms only, "
+                f"not {ds.get('Modality')!r}"
             )
     root = hd.sr.ContainerContentItem(name=codes.CAD_REPORT, template_id="4000")
     library = _with(
@@ -270,24 +296,16 @@ def _document(
     _with(
         root,
         [
-            *hd.sr.LanguageOfContentItemAndDescendants(hd.sr.CodedConcept.from_code(codes.ENGLISH_US)),
+            *hd.sr.LanguageOfContentItemAndDescendants(
+                hd.sr.CodedConcept.from_code(codes.ENGLISH_US)
+            ),
             library,
             summary,
             detections,
             analyses,
         ],
     )
-    sr = hd.sr.ComprehensiveSR(
-        evidence=list(images),
-        content=root,
-        series_instance_uid=series.series_uid,
-        series_number=series.number,
-        sop_instance_uid=series.sop_uid,
-        instance_number=series.instance_number,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        series_description=series.description,
-    )
+    sr = comprehensive_sr(images, root, series)
     # Same modules as Comprehensive SR; the CAD IOD only constrains the tree above.
     sr.SOPClassUID = MAMMOGRAPHY_CAD_SR
     sr.file_meta.MediaStorageSOPClassUID = MAMMOGRAPHY_CAD_SR
@@ -295,7 +313,11 @@ def _document(
 
 
 def _summary_of_detections(
-    status: codes.Status, done: Sequence[Dataset], failed: Sequence[Dataset], name: str, version: str
+    status: codes.Status,
+    done: Sequence[Dataset],
+    failed: Sequence[Dataset],
+    name: str,
+    version: str,
 ) -> Item:
     branches = []
     if done:
@@ -329,11 +351,15 @@ def build_cad_report(
     # TID 4002 allows one Assessment Category here: the study's (per-case). The
     # breasts' probabilities and categories are stated in the impression text.
     sides = {b.laterality for b in result.breasts} & {"L", "R"}
-    body: list[Item] = _assessment(result.assessment_category, "B" if len(sides) == 2 else "".join(sides))
+    body: list[Item] = _assessment(
+        result.assessment_category, "B" if len(sides) == 2 else "".join(sides)
+    )
     body.append(_text(codes.IMPRESSION_DESCRIPTION, _impression(result)))
     body += _algorithm(result.model_name, result.model_version)
     impressions = [
-        _region_impression(i, r, image, by_uid[image.sop_instance_uid], result.model_name, result.model_version)
+        _region_impression(
+            i, r, image, by_uid[image.sop_instance_uid], result.model_name, result.model_version
+        )
         for i, image in enumerate(result.images)
         for r in range(len(image.regions))
     ]
@@ -362,8 +388,15 @@ def build_cad_failure_report(
     """Mammography CAD SR for a study that failed or was skipped after eligibility:
     CAD processing status "Failed", no findings, and the reason as the impression."""
     summary = _with(
-        _code(codes.CAD_PROCESSING_SUMMARY, codes.CAD_FINDINGS_SUMMARY[("failed", False)], _Rel.CONTAINS),
-        [_text(codes.IMPRESSION_DESCRIPTION, failure_text(reason)), *_algorithm(model_name, model_version)],
+        _code(
+            codes.CAD_PROCESSING_SUMMARY,
+            codes.CAD_FINDINGS_SUMMARY[("failed", False)],
+            _Rel.CONTAINS,
+        ),
+        [
+            _text(codes.IMPRESSION_DESCRIPTION, failure_text(reason)),
+            *_algorithm(model_name, model_version),
+        ],
     )
     detections = _summary_of_detections("failed", [], list(sources), model_name, model_version)
     return _document(list(sources), summary, detections, series)

@@ -40,14 +40,39 @@ Float = npt.NDArray[np.float32]
 
 #: Anchor colours (0-255) spaced evenly over [0, 1].
 COLORMAPS: dict[str, tuple[tuple[int, int, int], ...]] = {
-    "jet": ((0, 0, 128), (0, 0, 255), (0, 128, 255), (0, 255, 255), (128, 255, 128),
-            (255, 255, 0), (255, 128, 0), (255, 0, 0), (128, 0, 0)),
-    "hot": ((10, 0, 0), (180, 0, 0), (255, 90, 0), (255, 210, 0), (255, 255, 150),
-            (255, 255, 255)),
-    "inferno": ((0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
-                (245, 125, 21), (250, 193, 39), (252, 255, 164)),
-    "turbo": ((48, 18, 59), (70, 107, 227), (40, 187, 236), (49, 242, 153), (162, 252, 60),
-              (237, 208, 58), (251, 128, 34), (210, 49, 5), (122, 4, 3)),
+    "jet": (
+        (0, 0, 128),
+        (0, 0, 255),
+        (0, 128, 255),
+        (0, 255, 255),
+        (128, 255, 128),
+        (255, 255, 0),
+        (255, 128, 0),
+        (255, 0, 0),
+        (128, 0, 0),
+    ),
+    "hot": ((10, 0, 0), (180, 0, 0), (255, 90, 0), (255, 210, 0), (255, 255, 150), (255, 255, 255)),
+    "inferno": (
+        (0, 0, 4),
+        (40, 11, 84),
+        (101, 21, 110),
+        (159, 42, 99),
+        (212, 72, 66),
+        (245, 125, 21),
+        (250, 193, 39),
+        (252, 255, 164),
+    ),
+    "turbo": (
+        (48, 18, 59),
+        (70, 107, 227),
+        (40, 187, 236),
+        (49, 242, 153),
+        (162, 252, 60),
+        (237, 208, 58),
+        (251, 128, 34),
+        (210, 49, 5),
+        (122, 4, 3),
+    ),
 }
 
 _OUTLINE_COLOUR = (255, 255, 255)
@@ -91,7 +116,8 @@ def blend(gray: Float, heat: Float, colormap: str, opacity: float) -> RGB:
     h = np.clip(heat, 0.0, 1.0)
     colour = apply_colormap(h, colormap).astype(np.float64)
     alpha = (opacity * h)[..., None]
-    return np.rint(base * (1.0 - alpha) + colour * alpha).astype(np.uint8)
+    mixed: npt.NDArray[np.float64] = base * (1.0 - alpha) + colour * alpha
+    return np.rint(mixed).astype(np.uint8)
 
 
 def resize_for_output(
@@ -144,8 +170,14 @@ def draw_outlines(rgb: RGB, outlines: Sequence[Outline]) -> RGB:
             x = min(p[0] for p in points)
             y = min(p[1] for p in points)
             text_height = draw.textbbox((0, 0), outline.label, font=font)[3]
-            draw.text((x, max(0.0, y - text_height - 2 * width)), outline.label,
-                      fill=_OUTLINE_COLOUR, font=font, stroke_width=1, stroke_fill=_OUTLINE_SHADOW)
+            draw.text(
+                (x, max(0.0, y - text_height - 2 * width)),
+                outline.label,
+                fill=_OUTLINE_COLOUR,
+                font=font,
+                stroke_width=1,
+                stroke_fill=_OUTLINE_SHADOW,
+            )
     return np.asarray(image, dtype=np.uint8)
 
 

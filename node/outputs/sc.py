@@ -28,6 +28,7 @@ from node.errors import OutputError
 from node.outputs._common import (
     DISCLAIMER,
     MANUFACTURER,
+    SeriesSpec,
     closed_polygon,
     display_image,
     laterality_of,
@@ -60,7 +61,9 @@ def legend_lines(
     """The legend's text lines (the disclaimer line is added by the renderer)."""
     where = " ".join(part for part in (laterality, view) if part)
     lines = [f"{model_name} {model_version}".strip()]
-    lines.append(f"Malignancy probability {probability * 100:.1f}%" + (f" ({where})" if where else ""))
+    lines.append(
+        f"Malignancy probability {probability * 100:.1f}%" + (f" ({where})" if where else "")
+    )
     return lines
 
 
@@ -73,11 +76,7 @@ def build_secondary_capture(
     model_name: str,
     model_version: str,
     style: SecondaryCaptureStyle,
-    series_instance_uid: str,
-    series_number: int,
-    series_description: str,
-    sop_instance_uid: str,
-    instance_number: int,
+    series: SeriesSpec,
 ) -> hd.sc.SCImage:
     """Build the Grad-CAM secondary capture of ``source`` (a dataset with pixel data).
 
@@ -96,7 +95,9 @@ def build_secondary_capture(
         if heat.shape != gray.shape:
             raise OutputError(f"heatmap: shape {heat.shape} differs from the image's {gray.shape}")
     outlines = [
-        Outline(closed_polygon(r.polygon, f"regions[{i}]").astype(np.float64), f"{i + 1}: {r.peak:.2f}")
+        Outline(
+            closed_polygon(r.polygon, f"regions[{i}]").astype(np.float64), f"{i + 1}: {r.peak:.2f}"
+        )
         for i, r in enumerate(regions)
     ]
     laterality = laterality_of(source)
@@ -122,15 +123,16 @@ def build_secondary_capture(
         # (possibly compound, e.g. "FR") values are written below.
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
         patient_orientation=("A", "F"),
-        series_instance_uid=series_instance_uid,
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=instance_number,
+        series_instance_uid=series.series_uid,
+        series_number=series.number,
+        sop_instance_uid=series.sop_uid,
+        instance_number=series.instance_number,
         manufacturer=MANUFACTURER,
-        series_description=series_description,
+        series_description=series.description,
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    sc.PatientOrientation = orientation if len(orientation) == 2 else ""
+    # Type 2C: the source's two directions, or empty when it has none (ultrasound)
+    sc.PatientOrientation = orientation if len(orientation) == 2 else []
     if laterality:
         sc.ImageLaterality = laterality
     sc.BurnedInAnnotation = "YES"

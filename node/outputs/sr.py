@@ -33,17 +33,22 @@ from collections.abc import Sequence
 
 import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
 from pydicom.sr.codedict import codes as dcm_codes
+from pydicom.sr.coding import Code
 
 from node.errors import OutputError
 from node.outputs import codes
-from node.outputs._common import DISCLAIMER, MANUFACTURER, closed_polygon, require_uids
+from node.outputs._common import (
+    DISCLAIMER,
+    MANUFACTURER,
+    SeriesSpec,
+    closed_polygon,
+    comprehensive_sr,
+)
 from node.outputs.uids import child_uid, device_uid
 from node.pipeline.infer import ImageResult, StudyResult
 
 __all__ = [
-    "SeriesSpec",
     "birads_code",
     "build_failure_report",
     "build_measurement_report",
@@ -52,28 +57,10 @@ __all__ = [
 
 _IMAGING_MEASUREMENTS = "126010"
 
-Group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
-
-
-class SeriesSpec:
-    """Where an object goes: its series UID, number and description, and its own UID."""
-
-    __slots__ = ("description", "instance_number", "number", "series_uid", "sop_uid")
-
-    def __init__(
-        self, series_uid: str, number: int, description: str, sop_uid: str, instance_number: int = 1
-    ) -> None:
-        if not series_uid or not sop_uid:
-            raise OutputError("series: series_uid and sop_uid must not be empty")
-        if number < 1:
-            raise OutputError(f"series: number must be >= 1, not {number}")
-        if not 0 < len(description) <= 64:
-            raise OutputError("series: description must have 1-64 characters")
-        self.series_uid = series_uid
-        self.number = number
-        self.description = description
-        self.sop_uid = sop_uid
-        self.instance_number = instance_number
+Group = (
+    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+)
 
 
 def not_for_clinical_use_text(intended_use: str | None) -> str:
@@ -92,7 +79,11 @@ def birads_code(category: str) -> Code | None:
     Returns ``None`` for a category that is not a BI-RADS number 0-5.
     """
     text = category.strip().upper().removeprefix("BI-RADS").strip()
-    if text[:1].isdigit() and int(text[:1]) in codes.BIRADS and (len(text) == 1 or text[1:] in ("A", "B", "C")):
+    if (
+        text[:1].isdigit()
+        and int(text[:1]) in codes.BIRADS
+        and (len(text) == 1 or text[1:] in ("A", "B", "C"))
+    ):
         return codes.BIRADS[int(text[:1])]
     return None
 
@@ -114,7 +105,9 @@ def _finding_site(laterality: str) -> hd.sr.FindingSite:
 def _probability(value: float, what: str) -> hd.sr.Measurement:
     if not 0.0 <= value <= 1.0:
         raise OutputError(f"{what}: probability must be in [0, 1], not {value}")
-    return hd.sr.Measurement(name=codes.PROBABILITY_OF_CANCER, value=float(value), unit=codes.NO_UNITS)
+    return hd.sr.Measurement(
+        name=codes.PROBABILITY_OF_CANCER, value=float(value), unit=codes.NO_UNITS
+    )
 
 
 def _source_for_group(ds: Dataset) -> hd.sr.SourceImageForMeasurementGroup:
@@ -123,9 +116,7 @@ def _source_for_group(ds: Dataset) -> hd.sr.SourceImageForMeasurementGroup:
     )
 
 
-def _image_groups(
-    result: StudyResult, by_uid: dict[str, Dataset], sop_uid: str
-) -> list[Group]:
+def _image_groups(result: StudyResult, by_uid: dict[str, Dataset], sop_uid: str) -> list[Group]:
     groups: list[Group] = []
     for index, image in enumerate(result.images):
         source = by_uid[image.sop_instance_uid]
@@ -147,7 +138,9 @@ def _image_groups(
 
 
 def _image_name(index: int, image: ImageResult) -> str:
-    where = " ".join(p for p in (image.laterality if image.laterality != "U" else "", image.view) if p)
+    where = " ".join(
+        p for p in (image.laterality if image.laterality != "U" else "", image.view) if p
+    )
     return f"Image {index + 1}" + (f" {where}" if where else "")
 
 
@@ -198,9 +191,7 @@ def _assessment_groups(
     return groups
 
 
-def _region_groups(
-    result: StudyResult, by_uid: dict[str, Dataset], sop_uid: str
-) -> list[Group]:
+def _region_groups(result: StudyResult, by_uid: dict[str, Dataset], sop_uid: str) -> list[Group]:
     groups: list[Group] = []
     for image_index, image in enumerate(result.images):
         source = by_uid[image.sop_instance_uid]
@@ -227,7 +218,9 @@ def _region_groups(
                     finding_sites=[_finding_site(image.laterality)],
                     measurements=[
                         hd.sr.Measurement(
-                            name=codes.CERTAINTY_OF_FINDING, value=float(region.peak), unit=codes.NO_UNITS
+                            name=codes.CERTAINTY_OF_FINDING,
+                            value=float(region.peak),
+                            unit=codes.NO_UNITS,
                         )
                     ],
                 )
@@ -243,7 +236,9 @@ def _comments(texts: Sequence[str]) -> hd.sr.ContainerContentItem:
     container.ContentSequence = hd.sr.ContentSequence(
         [
             hd.sr.TextContentItem(
-                name=codes.COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                name=codes.COMMENT,
+                value=text,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
             for text in texts
         ]
@@ -258,12 +253,6 @@ def _document(
     device: hd.sr.DeviceObserverIdentifyingAttributes,
     series: SeriesSpec,
 ) -> hd.sr.ComprehensiveSR:
-    if not sources:
-        raise OutputError("sources: at least one source image is needed")
-    for index, ds in enumerate(sources):
-        require_uids(ds, f"sources[{index}]")
-    if len({str(ds.StudyInstanceUID) for ds in sources}) != 1:
-        raise OutputError("sources: images come from more than one study")
     context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=dcm_codes.DCM.Device, observer_identifying_attributes=device
@@ -295,17 +284,7 @@ def _document(
             ]
         )
     root.ContentSequence.append(_comments(texts))
-    return hd.sr.ComprehensiveSR(
-        evidence=list(sources),
-        content=root,
-        series_instance_uid=series.series_uid,
-        series_number=series.number,
-        sop_instance_uid=series.sop_uid,
-        instance_number=series.instance_number,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        series_description=series.description,
-    )
+    return comprehensive_sr(sources, root, series)
 
 
 def _device(model_name: str, model_version: str) -> hd.sr.DeviceObserverIdentifyingAttributes:

@@ -58,4 +58,6 @@ def child_uid(parent_uid: str, *parts: str) -> UID:
 
 def device_uid(model_name: str, model_version: str) -> UID:
     """The Device Observer UID of a model (TID 1004): one per model name and version."""
-    return generate_uid(prefix=UID_PREFIX, entropy_srcs=["\x1f".join(("device", model_name, model_version))])
+    return generate_uid(
+        prefix=UID_PREFIX, entropy_srcs=["\x1f".join(("device", model_name, model_version))]
+    )

@@ -65,13 +65,17 @@ def built(tmp_path_factory: pytest.TempPathFactory, model_folder: Path) -> dict[
         grouped: dict[str, list[ImageInput]] = defaultdict(list)
         for image in images:
             grouped[image.study_uid].append(ImageInput(folder / image.path, image.sop_instance_uid))
-        (study_uid, inputs), = grouped.items()
+        ((study_uid, inputs),) = grouped.items()
         result = engine.infer_studies([StudyInput(study_uid, tuple(inputs))])[0]
         sources = [pydicom.dcmread(i.path) for i in inputs]
         headers = [pydicom.dcmread(i.path, stop_before_pixels=True) for i in inputs]
         objects = build_outputs(result, sources, ALL_OBJECTS, intended_use=INTENDED_USE)
         failure = build_failure_outputs(
-            headers, "model folder not found", ALL_OBJECTS, model_name="tiny-test", model_version="0.0.1"
+            headers,
+            "model folder not found",
+            ALL_OBJECTS,
+            model_name="tiny-test",
+            model_version="0.0.1",
         )
         entry = Built(result, sources, objects, failure)
         named = [(f"{kind}-", o) for o in objects] + [(f"{kind}-failure-", o) for o in failure]
@@ -124,7 +128,9 @@ def run_pixelmed(paths: list[Path]) -> dict[Path, list[str]]:
     for path in paths:  # a JRE without the compiler: the validator's own main, per file
         single = subprocess.run(
             [*base, "com.pixelmed.validate.DicomSRValidator", str(path)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         reports[path] = single.stdout.splitlines()
     return reports

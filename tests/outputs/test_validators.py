@@ -20,7 +20,9 @@ def _errors(lines: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_dciodvfy_finds_no_errors(kind: str, built: dict[str, Built], dciodvfy_reports: dict[Path, list[str]]) -> None:
+def test_dciodvfy_finds_no_errors(
+    kind: str, built: dict[str, Built], dciodvfy_reports: dict[Path, list[str]]
+) -> None:
     entry = built[kind]
     assert entry.files
     for path in entry.files.values():
