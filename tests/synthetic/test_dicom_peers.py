@@ -11,6 +11,7 @@ import pytest
 
 from tests.synthetic.conftest import dciodvfy_errors, dicom_files
 from training.synthetic import SynthOptions, write_studies
+from training.synthetic.options import Modality, TransferSyntaxName
 
 pytestmark = pytest.mark.peers
 
@@ -46,11 +47,11 @@ def test_dciodvfy_reports_no_errors(case: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("syntax", ["rle", "jpegls", "j2k", "jpeg-lossless"])
 @pytest.mark.parametrize("modality", ["mg", "us"])
 def test_transfer_syntax_decodes_to_the_explicit_pixels(
-    syntax: str, modality: str, tmp_path: Path
+    syntax: TransferSyntaxName, modality: Modality, tmp_path: Path
 ) -> None:
-    options = SynthOptions(modality=modality, transfer_syntax=syntax, tomo=modality == "mg")  # type: ignore[arg-type]
+    options = SynthOptions(modality=modality, transfer_syntax=syntax, tomo=modality == "mg")
     _needs_dcmcjpeg(options)
-    plain = SynthOptions(modality=modality, tomo=modality == "mg")  # type: ignore[arg-type]
+    plain = SynthOptions(modality=modality, tomo=modality == "mg")
     write_studies(tmp_path / "plain", 1, 5, plain)
     write_studies(tmp_path / syntax, 1, 5, options)
     files = dicom_files(tmp_path / "plain")

@@ -157,12 +157,12 @@ def test_ultrasound_studies(tmp_path: Path) -> None:
         assert ds.Modality == "US" and ds.Laterality == img.laterality
         assert img.view in ("TRANS", "SAG") and img.modality == "US"
         if img.label != "normal":
-            assert img.mask_path is not None
+            assert img.mask_path is not None and img.bbox is not None
             mask = np.asarray(Image.open(tmp_path / img.mask_path)) > 0
             assert bounding_box(mask) == img.bbox
             pixels = ds.pixel_array.astype(float)
             # solid masses are hypoechoic: darker than the tissue around them
-            x0, y0, x1, y1 = img.bbox  # type: ignore[misc]
+            x0, y0, x1, y1 = img.bbox
             ring = np.zeros_like(mask)
             ring[max(y0 - 10, 0) : y1 + 10, max(x0 - 10, 0) : x1 + 10] = True
             ring &= ~mask

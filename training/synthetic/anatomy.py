@@ -189,7 +189,7 @@ def power_noise(
     field = fft.irfft2(spectrum, s=(rows, cols), workers=1).astype(np.float32)
     field -= field.mean()
     field /= np.float32(field.std() + 1e-6)
-    return field
+    return np.asarray(field, np.float32)
 
 
 def _radial_streaks(bv: BreastView, rng: np.random.Generator) -> Float:
@@ -203,9 +203,8 @@ def _radial_streaks(bv: BreastView, rng: np.random.Generator) -> Float:
     angle = np.arctan2(yy, np.maximum(xx, 1.0))
     t_idx = (angle + np.float32(math.pi / 2)) / np.float32(math.pi) * 359.0
     r_idx = np.clip(np.hypot(yy, xx) / np.float32(nipple_col + 1.0), 0.0, 1.5) / 1.5 * 95.0
-    return ndimage.map_coordinates(polar, [t_idx, r_idx], order=1, mode="nearest").astype(
-        np.float32
-    )
+    streaks = ndimage.map_coordinates(polar, [t_idx, r_idx], order=1, mode="nearest")
+    return np.asarray(streaks, np.float32)
 
 
 def glandular_map(bv: BreastView, rng: np.random.Generator) -> Float:

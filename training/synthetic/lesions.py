@@ -144,7 +144,7 @@ def _rotated(yy: Float, xx: Float, angle: float) -> tuple[Float, Float]:
 
 def _dome(q: Float, power: float = 0.5) -> Float:
     """Projected thickness of a blob whose normalised radius is ``q``."""
-    return np.clip(1.0 - q**2, 0.0, 1.0) ** np.float32(power)
+    return np.asarray(np.clip(1.0 - q**2, 0.0, 1.0) ** np.float32(power), np.float32)
 
 
 def _circumscribed(
@@ -168,7 +168,7 @@ def _irregular_q(
         wobble += np.float32(rng.normal(0, amp / k**0.6)) * np.cos(
             k * (phi - np.float32(turn)) + np.float32(rng.uniform(0, 2 * math.pi))
         )
-    return np.hypot(yy, xx) / (np.float32(r) * np.clip(wobble, 0.45, 1.8))
+    return np.asarray(np.hypot(yy, xx) / (np.float32(r) * np.clip(wobble, 0.45, 1.8)), np.float32)
 
 
 def _irregular(
@@ -255,9 +255,9 @@ def _calc_dots(
         d2 = (u / np.float32(sigma * elong)) ** 2 + (v / np.float32(sigma)) ** 2
         calc = np.maximum(calc, np.float32(amp) * np.exp(-d2).astype(np.float32))
         mask |= d2 <= 1.0
-        iy = round(y + yy.shape[0] // 2)
-        ix = round(x + xx.shape[1] // 2)
-        if 0 <= iy < mask.shape[0] and 0 <= ix < mask.shape[1]:
+        rows, cols = len(mask), len(mask[0])
+        iy, ix = round(y + rows // 2), round(x + cols // 2)
+        if 0 <= iy < rows and 0 <= ix < cols:
             mask[iy, ix] = True
     return np.zeros_like(yy), calc, mask
 

@@ -112,7 +112,9 @@ def render_view(
     bv = breast_view(shape, view, grid, rng)
     gland = glandular_map(bv, rng)
     patch = None
+    calc_gain = 0.0
     if lesion is not None and lesion.laterality == laterality:
+        calc_gain = _CALC_BRIGHTNESS * (0.6 + lesion.contrast)
         center = bv.point(lesion.rho, lesion.transverse(view))
         patch = render_lesion(lesion, view, center, grid.spacing)
         if lesion.kind == "architectural_distortion":
@@ -138,7 +140,7 @@ def render_view(
     raw_signal = (mu - np.float32(900.0)) * thickness + skin * 0.5
     if patch is not None:
         image_sl, local_sl = _window(patch, mu.shape)
-        calc = patch.calc[local_sl] * np.float32(_CALC_BRIGHTNESS * (0.6 + lesion.contrast))  # type: ignore[union-attr]
+        calc = patch.calc[local_sl] * np.float32(calc_gain)
         presented[image_sl] += calc
         raw_signal[image_sl] += calc * 0.8
         mask = np.zeros(mu.shape, bool)

@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from PIL import Image
-from pydicom.pixels import apply_voi_lut
+from pydicom.pixels.processing import apply_voi_lut
 
 from training.synthetic.labels import LABELS_FILE, read_labels
 from training.synthetic.options import SynthImage

@@ -60,7 +60,7 @@ Float = NDArray[np.float32]
 def _wavy(width: int, base: float, amp: float, rng: np.random.Generator, smooth: float) -> Float:
     line = ndimage.gaussian_filter1d(rng.standard_normal(width + 64), smooth)[32:-32]
     line = line / (np.abs(line).max() + 1e-6)
-    return (base + amp * line).astype(np.float32)
+    return np.asarray(base + amp * line, np.float32)
 
 
 def _tissue(grid: UsGrid, rng: np.random.Generator) -> Float:
