@@ -6,10 +6,13 @@ every long-running part and is the only place that creates them.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 from datetime import timezone
 from types import FrameType
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -18,6 +21,9 @@ from node import jobs
 from node.config import Settings
 from node.db import SessionFactory, open_database, utcnow
 from node.dicom.scp import StorageSCP
+from node.pipeline.delivery import Sender
+from node.pipeline.infer import InferenceEngine
+from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
 
 __all__ = ["NodeService", "serve_forever"]
@@ -33,19 +39,25 @@ class NodeService:
         self._started = False
         self.session_factory: SessionFactory | None = None
         self.scp: StorageSCP | None = None
+        self.engine: InferenceEngine | None = None
         self._scheduler: BackgroundScheduler | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Create the node's folders and start its parts. Idempotent.
 
-        Order matters: the spool (temporary files of a previous run removed) and the
-        database come first, then the completion job, and the listener last, so nothing
-        is acknowledged before it can be stored.
+        Order matters: the model is loaded first (a bad model folder stops the start with
+        a :class:`~node.errors.ModelError` before anything runs), then the spool
+        (temporary files of a previous run removed) and the database, then the jobs
+        (completion, inference, sending), and the listener last, so nothing is
+        acknowledged before it can be stored.
         """
         if self._started:
             return
         settings = self.settings
         log.info("node.starting", settings=settings.redacted())
+        if settings.model_available and settings.model is not None:
+            self.engine = InferenceEngine.load(settings.model, settings.inference)
         spool = Spool(
             settings.storage.spool,
             min_free_bytes=settings.storage.min_free_bytes,
@@ -59,22 +71,30 @@ class NodeService:
             busy_timeout=settings.storage.database_busy_timeout_seconds,
             pool_size=settings.node.max_associations + 4,
         )
+        self._stopping.clear()
+        worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
-        self._scheduler.add_job(
+        self._add_job(
             jobs.complete_studies,
-            "interval",
-            seconds=settings.completion.check_interval_seconds,
-            args=[self.session_factory, settings.completion, settings.eligibility.rules],
-            id="complete_studies",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
+            settings.completion.check_interval_seconds,
+            self.session_factory,
+            settings.completion,
+            settings.eligibility.rules,
+        )
+        if self.engine is not None:
+            worker = InferenceWorker(settings, self.session_factory, spool, self.engine, worker_id)
+            self._add_job(
+                jobs.infer_queued, settings.worker.check_interval_seconds, worker, self._stopping
+            )
+        sender = Sender(settings, self.session_factory, spool, worker_id)
+        self._add_job(
+            jobs.deliver_results, settings.sending.check_interval_seconds, sender, self._stopping
         )
         self._scheduler.start()
         self.scp = StorageSCP(settings, spool, self.session_factory)
         self.scp.start()
-        if settings.model_available:
-            log.info("model.configured", model=str(settings.model))
+        if self.engine is not None:
+            log.info("model.loaded", model=str(settings.model), name=self.engine.card.name)
         else:
             log.warning(
                 "model.unavailable",
@@ -89,11 +109,25 @@ class NodeService:
             port=self.scp.port,
         )
 
+    def _add_job(self, func: Any, seconds: float, *args: Any) -> None:
+        assert self._scheduler is not None
+        self._scheduler.add_job(
+            func,
+            "interval",
+            seconds=seconds,
+            args=list(args),
+            id=func.__name__,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
+
     def stop(self) -> None:
         """Stop every part, letting work in flight finish its current step."""
         if not self._started:
             return
         self._started = False
+        self._stopping.set()
         if self.scp is not None:
             self.scp.stop()
             self.scp = None

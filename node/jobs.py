@@ -6,6 +6,7 @@ schedule; the next run simply tries again.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import structlog
@@ -13,8 +14,10 @@ import structlog
 from node.config import CompletionSettings, EligibilityRule
 from node.db import SessionFactory
 from node.pipeline.completion import Completed, complete_due_studies
+from node.pipeline.delivery import Sender
+from node.pipeline.worker import InferenceWorker
 
-__all__ = ["complete_studies"]
+__all__ = ["complete_studies", "deliver_results", "infer_queued"]
 
 log = structlog.get_logger(__name__)
 
@@ -30,3 +33,21 @@ def complete_studies(
     except Exception:
         log.exception("job.failed", job="complete_studies")
         return []
+
+
+def infer_queued(worker: InferenceWorker, stop: threading.Event) -> int:
+    """Job: infer queued studies until none are left (or the node stops)."""
+    try:
+        return worker.run_pending(stop)
+    except Exception:
+        log.exception("job.failed", job="infer_queued")
+        return 0
+
+
+def deliver_results(sender: Sender, stop: threading.Event) -> int:
+    """Job: deliver due result objects until nothing is due (or the node stops)."""
+    try:
+        return sender.run_pending(stop)
+    except Exception:
+        log.exception("job.failed", job="deliver_results")
+        return 0

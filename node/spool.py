@@ -4,6 +4,7 @@ Layout under ``storage.spool``::
 
     tmp/                                  files being written (emptied at start-up)
     studies/<StudyInstanceUID>/<SOPInstanceUID>.dcm
+    results/<StudyInstanceUID>/<generation>/<kind>-<SOPInstanceUID>.dcm
 
 A file is written to ``tmp/``, fsynced, renamed into ``studies/`` and the folder is
 fsynced, so a path under ``studies/`` always holds a complete file and survives a crash
@@ -23,12 +24,12 @@ from pathlib import Path
 
 from node.errors import SpoolFullError, StorageError
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "uid_component"]
 
 _SAFE_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 
 
-def _component(uid: str) -> str:
+def uid_component(uid: str) -> str:
     """A file-name-safe form of a UID: the UID itself when it is well formed."""
     if _SAFE_UID.match(uid) and ".." not in uid:
         return uid
@@ -69,7 +70,11 @@ class Spool:
 
     def relative_path(self, study_uid: str, sop_instance_uid: str) -> str:
         """Where an instance lives, relative to the spool root (stored in the database)."""
-        return f"studies/{_component(study_uid)}/{_component(sop_instance_uid)}.dcm"
+        return f"studies/{uid_component(study_uid)}/{uid_component(sop_instance_uid)}.dcm"
+
+    def result_path(self, study_uid: str, generation: int, filename: str) -> str:
+        """Where a result object of a study generation lives, relative to the spool root."""
+        return f"results/{uid_component(study_uid)}/{generation}/{filename}"
 
     def path(self, relative: str) -> Path:
         """The absolute path of a spool-relative path."""

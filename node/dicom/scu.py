@@ -9,7 +9,9 @@ from pathlib import Path
 
 import structlog
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
 
@@ -17,7 +19,15 @@ from node.dicom import status
 from node.dicom.contexts import add_scu_contexts
 from node.errors import SendError
 
-__all__ = ["Peer", "SendReport", "echo", "expand_paths", "send_files"]
+__all__ = [
+    "Peer",
+    "SendReport",
+    "StoreOutcome",
+    "echo",
+    "expand_paths",
+    "send_files",
+    "store_datasets",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -26,13 +36,38 @@ _MAX_CONTEXTS = 128  # presentation contexts per association (PS3.8 9.3.2.2)
 
 @dataclass(frozen=True)
 class Peer:
-    """A remote Application Entity and how we introduce ourselves to it."""
+    """A remote Application Entity and how we introduce ourselves to it.
+
+    ``timeout`` (seconds) applies to association, DIMSE and network waits unless
+    ``acse_timeout``, ``dimse_timeout`` or ``network_timeout`` set one of them.
+    ``max_pdu``: largest PDU we receive, bytes (0: unlimited).
+    """
 
     host: str
     port: int
     ae_title: str
     calling_ae_title: str = "BREAST_AI"
     timeout: float = 30.0
+    acse_timeout: float | None = None
+    dimse_timeout: float | None = None
+    network_timeout: float | None = None
+    max_pdu: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """The answer to one C-STORE: the DIMSE ``status``, or ``error`` when there was none."""
+
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True for a Success or Warning status."""
+        return self.status is not None and status.is_success(self.status)
 
 
 @dataclass
@@ -47,11 +82,54 @@ class SendReport:
 
 def _ae(peer: Peer) -> AE:
     ae = AE(ae_title=peer.calling_ae_title)
-    ae.acse_timeout = peer.timeout
-    ae.dimse_timeout = peer.timeout
-    ae.network_timeout = peer.timeout
-    ae.maximum_pdu_size = 0
+    ae.acse_timeout = peer.acse_timeout or peer.timeout
+    ae.dimse_timeout = peer.dimse_timeout or peer.timeout
+    ae.network_timeout = peer.network_timeout or peer.timeout
+    ae.maximum_pdu_size = peer.max_pdu
     return ae
+
+
+def store_datasets(peer: Peer, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
+    """C-STORE ``datasets`` to ``peer`` over one association, in Explicit VR Little Endian.
+
+    Proposes one presentation context per SOP class sent (at most 128), each with
+    Explicit VR Little Endian only. Returns one outcome per dataset, in order; after an
+    abort the remaining ones carry the error. Raises :class:`SendError` when the
+    association is not established (unreachable, rejected, or no context accepted).
+    """
+    sop_classes = sorted({str(ds.SOPClassUID) for ds in datasets})
+    if len(sop_classes) > _MAX_CONTEXTS:
+        raise SendError(f"{len(sop_classes)} SOP classes do not fit in one association")
+    ae = _ae(peer)
+    for sop_class in sop_classes:
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "no answer or refused"
+        raise SendError(f"no association with {peer} ({why})")
+    outcomes: list[StoreOutcome] = []
+    try:
+        for ds in datasets:
+            if not assoc.is_established:
+                outcomes.append(StoreOutcome(None, "association aborted"))
+                continue
+            try:
+                result = assoc.send_c_store(ds)
+            except (ValueError, AttributeError, RuntimeError) as exc:
+                outcomes.append(StoreOutcome(None, f"not sent: {exc}"))
+                continue
+            if "Status" not in result:
+                outcomes.append(
+                    StoreOutcome(None, "no response (association aborted or timed out)")
+                )
+                continue
+            code = int(result.Status)
+            error = None if status.is_success(code) else f"status {status.describe(code)}"
+            outcomes.append(StoreOutcome(code, error))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return outcomes
 
 
 def echo(peer: Peer) -> int:
@@ -60,13 +138,13 @@ def echo(peer: Peer) -> int:
     ae.add_requested_context("1.2.840.10008.1.1")
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
     if not assoc.is_established:
-        raise SendError(f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
+        raise SendError(f"no association with {peer}")
     try:
         result = assoc.send_c_echo()
     finally:
         assoc.release()
     if "Status" not in result:
-        raise SendError(f"no C-ECHO response from {peer.ae_title}@{peer.host}:{peer.port}")
+        raise SendError(f"no C-ECHO response from {peer}")
     return int(result.Status)
 
 
@@ -106,7 +184,7 @@ def send_files(
         add_scu_contexts(ae, {(sop_class, syntax) for _, sop_class, syntax in batch})
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
         if not assoc.is_established:
-            raise SendError(f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
+            raise SendError(f"no association with {peer}")
         try:
             for path, _, _ in batch:
                 reason = _store_one(assoc, path)

@@ -1,0 +1,238 @@
+"""Delivering result objects to the destinations, with retries and exponential backoff.
+
+One :meth:`Sender.step` claims up to ``sending.batch_studies`` studies in ``sending``
+that have a delivery due, and works through their due deliveries destination by
+destination: one association per DICOM destination (C-STORE of exactly the SOP
+classes needed, in Explicit VR Little Endian), or atomic file writes for a folder
+destination (``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``). Every
+attempt is recorded on its delivery row. A failed attempt is retried after
+``backoff_initial_seconds * 2**(attempts - 1)`` seconds (at most
+``backoff_max_seconds``), up to ``sending.max_attempts`` attempts.
+
+Destinations are independent: an unreachable one only delays its own deliveries. A
+study ends when none of its deliveries is pending: ``done`` when all were sent (for
+a failure report: ``failed`` with the inference failure as the reason), ``failed``
+naming each destination that could not be reached, and why, otherwise.
+
+Idempotent: a delivery recorded as sent is never sent again; one whose outcome was
+lost in a crash is sent again with the same SOP Instance UID and file name.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pydicom
+import structlog
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from node.config import DicomDestination, FolderDestination, SendingSettings, Settings
+from node.db import (
+    AttemptOutcome,
+    DeliveryRef,
+    SessionFactory,
+    StudyRef,
+    StudyState,
+    claim_sending,
+    due_deliveries,
+    finish_sending,
+    record_attempts,
+    utcnow,
+)
+from node.dicom.scu import Peer, StoreOutcome, store_datasets
+from node.errors import SendError
+from node.pipeline.lease import keep_leases
+from node.spool import Spool, uid_component
+
+__all__ = ["Sender", "backoff_seconds", "write_file_atomically"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _Item:
+    study: StudyRef
+    delivery: DeliveryRef
+
+
+def backoff_seconds(attempts: int, settings: SendingSettings) -> float:
+    """Seconds to wait after ``attempts`` failed attempts (1, 2, ...) before the next one."""
+    exponent = min(max(attempts - 1, 0), 60)  # 2**60 s is far beyond any configured maximum
+    return float(min(settings.backoff_initial_seconds * 2**exponent, settings.backoff_max_seconds))
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either absent, old or whole.
+
+    A hidden temporary file in the same folder is written, fsynced and renamed over
+    ``path``, then the folder is fsynced. Raises :class:`OSError`.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.part"
+    try:
+        with tmp.open("xb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Sender:
+    """Delivers pending result objects; one instance per node process."""
+
+    def __init__(
+        self, settings: Settings, session_factory: SessionFactory, spool: Spool, worker_id: str
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.spool = spool
+        self.worker_id = worker_id
+        self._destinations = {d.name: d for d in settings.destinations}
+
+    def run_pending(self, stop: threading.Event | None = None) -> int:
+        """Run steps until nothing is due (or ``stop`` is set); returns studies handled."""
+        handled = 0
+        while stop is None or not stop.is_set():
+            claimed = self.step()
+            if not claimed:
+                break
+            handled += claimed
+        return handled
+
+    def step(self) -> int:
+        """Claim studies with deliveries due, attempt them, record the outcomes.
+
+        Returns how many studies were claimed (0: nothing was due).
+        """
+        sending = self.settings.sending
+        lease = self.settings.queue.lease_seconds
+        studies = claim_sending(self.session_factory, self.worker_id, lease, sending.batch_studies)
+        if not studies:
+            return 0
+        with keep_leases(self.session_factory, studies, lease):
+            by_destination: dict[str, list[_Item]] = {}
+            for study in studies:
+                for delivery in due_deliveries(self.session_factory, study):
+                    by_destination.setdefault(delivery.destination, []).append(
+                        _Item(study, delivery)
+                    )
+            for name, items in by_destination.items():
+                outcomes = self._deliver(name, items)
+                record_attempts(self.session_factory, outcomes)
+        for study in studies:
+            self._finish(study)
+        return len(studies)
+
+    # ------------------------------------------------------------- delivering
+    def _deliver(self, name: str, items: Sequence[_Item]) -> list[AttemptOutcome]:
+        destination = self._destinations.get(name)
+        bound = log.bind(destination=name)
+        if destination is None:
+            error = f"destination {name} is no longer configured"
+            bound.error("delivery.unknown_destination", objects=len(items))
+            return [AttemptOutcome(i.delivery.id, sent=False, error=error) for i in items]
+        if isinstance(destination, FolderDestination):
+            results = [self._to_folder(destination, item) for item in items]
+        else:
+            results = self._to_dicom(destination, items)
+        now = utcnow()
+        outcomes = []
+        for item, result in zip(items, results, strict=True):
+            outcomes.append(self._outcome(bound, item, result, now))
+        return outcomes
+
+    def _outcome(
+        self, bound: structlog.stdlib.BoundLogger, item: _Item, result: StoreOutcome, now: datetime
+    ) -> AttemptOutcome:
+        delivery = item.delivery
+        context = {
+            "study_uid": item.study.study_uid,
+            "sop_instance_uid": delivery.sop_instance_uid,
+            "kind": delivery.kind,
+        }
+        if result.ok:
+            bound.debug("delivery.sent", **context)
+            return AttemptOutcome(delivery.id, sent=True, status=result.status)
+        attempts = delivery.attempts + 1
+        error = result.error or "unknown error"
+        if attempts >= self.settings.sending.max_attempts:
+            bound.error("delivery.failed", attempts=attempts, error=error, **context)
+            return AttemptOutcome(delivery.id, sent=False, status=result.status, error=error)
+        wait = backoff_seconds(attempts, self.settings.sending)
+        bound.warning("delivery.retry", attempts=attempts, retry_in_s=wait, error=error, **context)
+        return AttemptOutcome(
+            delivery.id,
+            sent=False,
+            status=result.status,
+            error=error,
+            retry_at=now + timedelta(seconds=wait),
+        )
+
+    def _to_folder(self, destination: FolderDestination, item: _Item) -> StoreOutcome:
+        source = self.spool.path(item.delivery.path)
+        target = destination.folder / uid_component(item.study.study_uid) / source.name
+        try:
+            write_file_atomically(target, source.read_bytes())
+        except OSError as exc:
+            return StoreOutcome(None, f"cannot write {target}: {exc.strerror or exc}")
+        return StoreOutcome(0x0000)
+
+    def _to_dicom(
+        self, destination: DicomDestination, items: Sequence[_Item]
+    ) -> list[StoreOutcome]:
+        sending = self.settings.sending
+        peer = Peer(
+            host=destination.host,
+            port=destination.port,
+            ae_title=destination.ae_title,
+            calling_ae_title=self.settings.node.ae_title,
+            acse_timeout=sending.acse_timeout,
+            dimse_timeout=sending.dimse_timeout,
+            network_timeout=sending.network_timeout,
+            max_pdu=sending.max_pdu,
+        )
+        results: list[StoreOutcome | None] = []
+        datasets: list[Dataset] = []
+        for item in items:
+            try:
+                datasets.append(pydicom.dcmread(self.spool.path(item.delivery.path)))
+                results.append(None)
+            except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
+                results.append(StoreOutcome(None, f"cannot read result file: {exc}"))
+        sent: list[StoreOutcome] = []
+        if datasets:
+            try:
+                sent = store_datasets(peer, datasets)
+            except SendError as exc:
+                sent = [StoreOutcome(None, str(exc))] * len(datasets)
+            except Exception as exc:  # the network stack can fail in many ways
+                log.exception("delivery.crashed", destination=destination.name)
+                sent = [StoreOutcome(None, f"{type(exc).__name__}: {exc}")] * len(datasets)
+        answers = iter(sent)
+        return [result if result is not None else next(answers) for result in results]
+
+    # -------------------------------------------------------------- finishing
+    def _finish(self, study: StudyRef) -> None:
+        bound = log.bind(study_uid=study.study_uid, generation=study.generation)
+        moved = finish_sending(self.session_factory, study)
+        if moved is None:
+            bound.info("sending.superseded", reason="study changed while it was delivered")
+        elif moved.state is StudyState.DONE:
+            bound.info("study.done")
+        elif moved.state is StudyState.FAILED:
+            bound.error("study.failed", reason=moved.reason)

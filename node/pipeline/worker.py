@@ -1,0 +1,301 @@
+"""The inference worker: queued studies in, stored results and pending deliveries out.
+
+One :meth:`InferenceWorker.step` claims up to ``worker.batch_studies`` queued studies
+(``queued`` -> ``processing``, under a lease kept alive while it works), infers them
+together, builds their result objects, writes them to the spool and then, per study,
+stores the result, creates one delivery per destination and object, and moves the
+study to ``sending`` in one transaction (:func:`node.db.save_result`).
+
+A study that cannot be inferred or rendered is never dropped silently: it gets a
+failure report (when ``outputs.failure_report`` is on), delivered like a result, after
+which the study ends ``failed`` with the reason. A crash at any point leaves the study
+in ``processing`` under a lease that expires; the study is then claimed again and
+rebuilt with the same UIDs (they are derived from the study, the generation, the kind,
+the source image and the model version), so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pydicom
+import structlog
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import ExplicitVRLittleEndian
+
+from node.config import Settings
+from node.db import (
+    InstanceFacts,
+    NewDelivery,
+    NewResult,
+    ResultOutcome,
+    SessionFactory,
+    StudyRef,
+    StudyState,
+    claim_next,
+    instances_of,
+    save_result,
+)
+from node.errors import NodeError, OutputError
+from node.outputs import ResultObject, build_failure_outputs, build_outputs
+from node.pipeline.eligibility import matches
+from node.pipeline.infer import (
+    ImageInput,
+    InferenceEngine,
+    StudyInferenceError,
+    StudyInput,
+    StudyResult,
+)
+from node.pipeline.lease import keep_leases
+from node.spool import Spool
+
+__all__ = ["InferenceWorker", "encode_object"]
+
+log = structlog.get_logger(__name__)
+
+#: SOP class UID prefixes of objects that are never images to infer: structured
+#: reports, presentation states, encapsulated documents, raw data and segmentations
+#: (our own results among them, should the archive send them back).
+_NON_IMAGE_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.88.",
+    "1.2.840.10008.5.1.4.1.1.11.",
+    "1.2.840.10008.5.1.4.1.1.104.",
+    "1.2.840.10008.5.1.4.1.1.66",
+)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A claimed study and its eligible images."""
+
+    study: StudyRef
+    images: tuple[InstanceFacts, ...]
+
+
+def encode_object(obj: ResultObject) -> bytes:
+    """The object as a DICOM file (Part 10, Explicit VR Little Endian)."""
+    ds = obj.dataset
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = DicomBytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class InferenceWorker:
+    """Claims queued studies and turns them into stored results with pending deliveries."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: SessionFactory,
+        spool: Spool,
+        engine: InferenceEngine,
+        worker_id: str,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.spool = spool
+        self.engine = engine
+        self.worker_id = worker_id
+
+    def run_pending(self, stop: threading.Event | None = None) -> int:
+        """Run steps until the queue is empty (or ``stop`` is set); returns studies handled."""
+        handled = 0
+        while stop is None or not stop.is_set():
+            claimed = self.step()
+            if not claimed:
+                break
+            handled += claimed
+        return handled
+
+    def step(self) -> int:
+        """Claim up to ``worker.batch_studies`` queued studies and process them together.
+
+        Returns how many studies were claimed (0: the queue was empty).
+        """
+        studies: list[StudyRef] = []
+        while len(studies) < self.settings.worker.batch_studies:
+            study = claim_next(
+                self.session_factory,
+                self.worker_id,
+                StudyState.QUEUED,
+                StudyState.PROCESSING,
+                self.settings.queue.lease_seconds,
+            )
+            if study is None:
+                break
+            studies.append(study)
+        if not studies:
+            return 0
+        with keep_leases(self.session_factory, studies, self.settings.queue.lease_seconds):
+            self._process(studies)
+        return len(studies)
+
+    # ----------------------------------------------------------------- stages
+    def _process(self, studies: Sequence[StudyRef]) -> None:
+        claimed: list[_Claimed] = []
+        for study in studies:
+            images = self._eligible_images(study)
+            if images:
+                claimed.append(_Claimed(study, images))
+            else:
+                self._fail(study, (), "no eligible images to infer")
+        if not claimed:
+            return
+        start = time.perf_counter()
+        inputs = [
+            StudyInput(
+                item.study.study_uid,
+                tuple(ImageInput(self.spool.path(i.path), i.sop_instance_uid) for i in item.images),
+            )
+            for item in claimed
+        ]
+        try:
+            outcomes = self.engine.infer_each(inputs)
+        except Exception as exc:  # a bug or a broken runtime: fail the batch, say so
+            log.exception("inference.crashed", studies=[s.study_uid for s in studies])
+            reason = f"internal error during inference: {type(exc).__name__}: {exc}"
+            outcomes = [StudyInferenceError(i.study_uid, reason) for i in inputs]
+        infer_seconds = time.perf_counter() - start
+        for item, outcome in zip(claimed, outcomes, strict=True):
+            if isinstance(outcome, StudyResult):
+                self._succeed(item, outcome, infer_seconds / len(claimed))
+            else:
+                self._fail(item.study, item.images, f"inference failed: {outcome}")
+
+    def _eligible_images(self, study: StudyRef) -> tuple[InstanceFacts, ...]:
+        rules = self.settings.eligibility.rules
+        return tuple(
+            image
+            for image in instances_of(self.session_factory, study.id)
+            if not image.sop_class_uid.startswith(_NON_IMAGE_PREFIXES)
+            and any(matches(rule, image) for rule in rules)
+        )
+
+    def _succeed(self, item: _Claimed, result: StudyResult, infer_seconds: float) -> None:
+        study = item.study
+        bound = log.bind(study_uid=study.study_uid, generation=study.generation)
+        start = time.perf_counter()
+        try:
+            with_pixels = "sc" in self.settings.outputs.objects
+            sources = [self._read(image, pixels=with_pixels) for image in item.images]
+            objects = build_outputs(
+                result,
+                sources,
+                self.settings.outputs,
+                revision=study.generation,
+                intended_use=self.engine.card.intended_use,
+            )
+            deliveries = self._write(study, objects)
+        except NodeError as exc:
+            bound.warning("outputs.failed", reason=str(exc))
+            self._fail(study, item.images, f"result objects could not be built: {exc}")
+            return
+        except Exception as exc:
+            bound.exception("outputs.crashed")
+            reason = f"internal error building results: {type(exc).__name__}: {exc}"
+            self._fail(study, item.images, reason)
+            return
+        timings = {
+            **result.timings.to_dict(),
+            "worker_inference_s": round(infer_seconds, 6),
+            "outputs_s": round(time.perf_counter() - start, 6),
+        }
+        stored = NewResult(
+            outcome=ResultOutcome.RESULT,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            score=result.score,
+            positive=result.positive,
+            assessment=result.assessment_category,
+            breast_scores={b.laterality: b.score for b in result.breasts},
+            image_scores={i.sop_instance_uid: i.probability for i in result.images},
+            detail=result.to_dict(),
+            timings=timings,
+        )
+        moved = save_result(self.session_factory, study, stored, deliveries)
+        if moved is None:
+            bound.info("worker.superseded", reason="study changed while it was inferred")
+            return
+        bound.info(
+            "study.inferred",
+            state=moved.state.value,
+            score=round(result.score, 4),
+            positive=result.positive,
+            assessment=result.assessment_category,
+            objects=len(objects),
+            deliveries=len(deliveries),
+        )
+
+    def _fail(self, study: StudyRef, images: Sequence[InstanceFacts], reason: str) -> None:
+        """Store a failure result and, when configured, a failure report to deliver."""
+        bound = log.bind(study_uid=study.study_uid, generation=study.generation)
+        bound.error("study.inference_failed", reason=reason)
+        deliveries: list[NewDelivery] = []
+        card = self.engine.card
+        try:
+            headers = [h for h in (self._read_header(i) for i in images) if h is not None]
+            if headers:
+                objects = build_failure_outputs(
+                    headers,
+                    reason,
+                    self.settings.outputs,
+                    revision=study.generation,
+                    model_name=card.name,
+                    model_version=card.version,
+                )
+                deliveries = self._write(study, objects)
+            elif self.settings.outputs.failure_report:
+                bound.error("outputs.no_failure_report", reason="no readable image headers")
+        except Exception:  # the failure itself must still be recorded
+            bound.exception("outputs.failure_report_failed")
+        stored = NewResult(
+            outcome=ResultOutcome.FAILURE,
+            reason=reason,
+            model_name=card.name,
+            model_version=card.version,
+            detail={"images": [i.sop_instance_uid for i in images]},
+        )
+        moved = save_result(self.session_factory, study, stored, deliveries)
+        if moved is None:
+            bound.info("worker.superseded", reason="study changed while it was inferred")
+            return
+        bound.info("study.failure_report", state=moved.state.value, deliveries=len(deliveries))
+
+    # -------------------------------------------------------------- file I/O
+    def _read(self, image: InstanceFacts, *, pixels: bool) -> Dataset:
+        try:
+            return pydicom.dcmread(self.spool.path(image.path), stop_before_pixels=not pixels)
+        except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
+            raise OutputError(f"cannot read source image {image.sop_instance_uid}: {exc}") from exc
+
+    def _read_header(self, image: InstanceFacts) -> Dataset | None:
+        try:
+            return self._read(image, pixels=False)
+        except OutputError as exc:
+            log.warning("worker.unreadable_source", reason=str(exc))
+            return None
+
+    def _write(self, study: StudyRef, objects: Sequence[ResultObject]) -> list[NewDelivery]:
+        """Write every object to the spool durably; one delivery per destination that wants it."""
+        deliveries: list[NewDelivery] = []
+        for obj in objects:
+            relative = self.spool.result_path(study.study_uid, study.generation, obj.filename)
+            self.spool.write(relative, [encode_object(obj)])
+            deliveries.extend(
+                NewDelivery(
+                    destination=destination.name,
+                    sop_instance_uid=obj.sop_instance_uid,
+                    sop_class_uid=str(obj.dataset.SOPClassUID),
+                    kind=obj.kind,
+                    path=relative,
+                )
+                for destination in self.settings.destinations
+                if obj.kind in destination.objects
+            )
+        return deliveries
