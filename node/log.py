@@ -85,8 +85,19 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
     root.addHandler(handler)
     root.setLevel(level)
     library_level = logging.DEBUG if level == logging.DEBUG else logging.WARNING
-    for name in ("pynetdicom", "apscheduler", "sqlalchemy", "PIL", "matplotlib", "urllib3"):
+    for name in (
+        "pynetdicom",
+        "apscheduler",
+        "sqlalchemy",
+        "highdicom",
+        "PIL",
+        "matplotlib",
+        "urllib3",
+    ):
         logging.getLogger(name).setLevel(max(library_level, level))
+    # jobs that run until their queue is empty outlast their interval by design; the
+    # scheduler's "skipped: maximum number of running instances reached" is not news
+    logging.getLogger("apscheduler.scheduler").setLevel(max(logging.ERROR, level))
 
     structlog.configure(
         processors=[

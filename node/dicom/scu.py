@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
+from typing import Any
 
 import structlog
 from pydicom import dcmread
@@ -14,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from node.dicom import status
 from node.dicom.contexts import add_scu_contexts
@@ -80,8 +84,41 @@ class SendReport:
     skipped: list[Path] = field(default_factory=list)
 
 
+class _RequestorAE(AE):
+    """An AE that closes the socket of a connection attempt that failed.
+
+    pynetdicom 3.0 shuts down such a socket without closing it (``shutdown`` of an
+    unconnected socket raises first), which leaks one file descriptor per attempt:
+    a node retrying an unreachable PACS for days would run out of them.
+    """
+
+    def __init__(self, ae_title: str) -> None:
+        super().__init__(ae_title=ae_title)
+        self._raw_sockets: list[socket.socket] = []
+
+    def _create_socket(
+        self,
+        assoc: Association,
+        address: AddressInformation,
+        tls_args: tuple[SSLContext, str] | None,
+    ) -> AssociationSocket:
+        sock = super()._create_socket(assoc, address, tls_args)
+        if sock.socket is not None:
+            self._raw_sockets.append(sock.socket)
+        return sock
+
+    def associate(self, *args: Any, **kwargs: Any) -> Association:
+        assoc = super().associate(*args, **kwargs)
+        if not assoc.is_established:
+            for raw in self._raw_sockets:
+                raw.close()
+        self._raw_sockets.clear()
+        return assoc
+
+
 def _ae(peer: Peer) -> AE:
-    ae = AE(ae_title=peer.calling_ae_title)
+    ae = _RequestorAE(peer.calling_ae_title)
+    ae.connection_timeout = peer.acse_timeout or peer.timeout
     ae.acse_timeout = peer.acse_timeout or peer.timeout
     ae.dimse_timeout = peer.dimse_timeout or peer.timeout
     ae.network_timeout = peer.network_timeout or peer.timeout
@@ -103,7 +140,7 @@ def store_datasets(peer: Peer, datasets: Sequence[Dataset]) -> list[StoreOutcome
     ae = _ae(peer)
     for sop_class in sop_classes:
         ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=peer.max_pdu)
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "no answer or refused"
         raise SendError(f"no association with {peer} ({why})")

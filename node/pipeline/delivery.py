@@ -141,46 +141,34 @@ class Sender:
     # ------------------------------------------------------------- delivering
     def _deliver(self, name: str, items: Sequence[_Item]) -> list[AttemptOutcome]:
         destination = self._destinations.get(name)
-        bound = log.bind(destination=name)
         if destination is None:
             error = f"destination {name} is no longer configured"
-            bound.error("delivery.unknown_destination", objects=len(items))
-            return [AttemptOutcome(i.delivery.id, sent=False, error=error) for i in items]
-        if isinstance(destination, FolderDestination):
+            results = [StoreOutcome(None, error) for _ in items]
+        elif isinstance(destination, FolderDestination):
             results = [self._to_folder(destination, item) for item in items]
         else:
             results = self._to_dicom(destination, items)
         now = utcnow()
-        outcomes = []
-        for item, result in zip(items, results, strict=True):
-            outcomes.append(self._outcome(bound, item, result, now))
+        outcomes = [
+            self._outcome(item, result, now, retry=destination is not None)
+            for item, result in zip(items, results, strict=True)
+        ]
+        _log_pass(name, items, outcomes)
         return outcomes
 
     def _outcome(
-        self, bound: structlog.stdlib.BoundLogger, item: _Item, result: StoreOutcome, now: datetime
+        self, item: _Item, result: StoreOutcome, now: datetime, *, retry: bool
     ) -> AttemptOutcome:
         delivery = item.delivery
-        context = {
-            "study_uid": item.study.study_uid,
-            "sop_instance_uid": delivery.sop_instance_uid,
-            "kind": delivery.kind,
-        }
         if result.ok:
-            bound.debug("delivery.sent", **context)
             return AttemptOutcome(delivery.id, sent=True, status=result.status)
         attempts = delivery.attempts + 1
         error = result.error or "unknown error"
-        if attempts >= self.settings.sending.max_attempts:
-            bound.error("delivery.failed", attempts=attempts, error=error, **context)
-            return AttemptOutcome(delivery.id, sent=False, status=result.status, error=error)
-        wait = backoff_seconds(attempts, self.settings.sending)
-        bound.warning("delivery.retry", attempts=attempts, retry_in_s=wait, error=error, **context)
+        retry_at = None
+        if retry and attempts < self.settings.sending.max_attempts:
+            retry_at = now + timedelta(seconds=backoff_seconds(attempts, self.settings.sending))
         return AttemptOutcome(
-            delivery.id,
-            sent=False,
-            status=result.status,
-            error=error,
-            retry_at=now + timedelta(seconds=wait),
+            delivery.id, sent=False, status=result.status, error=error, retry_at=retry_at
         )
 
     def _to_folder(self, destination: FolderDestination, item: _Item) -> StoreOutcome:
@@ -236,3 +224,30 @@ class Sender:
             bound.info("study.done")
         elif moved.state is StudyState.FAILED:
             bound.error("study.failed", reason=moved.reason)
+
+
+def _log_pass(destination: str, items: Sequence[_Item], outcomes: Sequence[AttemptOutcome]) -> None:
+    """One log line per study and destination: what was sent, retried or given up."""
+    by_study: dict[str, list[tuple[DeliveryRef, AttemptOutcome]]] = {}
+    for item, outcome in zip(items, outcomes, strict=True):
+        by_study.setdefault(item.study.study_uid, []).append((item.delivery, outcome))
+    for study_uid, pairs in by_study.items():
+        bound = log.bind(study_uid=study_uid, destination=destination)
+        sent = sum(1 for _, o in pairs if o.sent)
+        if sent:
+            bound.info("delivery.sent", objects=sent)
+        failed = [(d, o) for d, o in pairs if not o.sent]
+        if not failed:
+            continue
+        delivery, outcome = failed[-1]
+        context = {
+            "objects": len(failed),
+            "attempts": delivery.attempts + 1,
+            "error": outcome.error,
+            "status": outcome.status,
+        }
+        if outcome.retry_at is None:
+            bound.error("delivery.failed", **context)
+        else:
+            wait = (outcome.retry_at - utcnow()).total_seconds()
+            bound.warning("delivery.retry", retry_in_s=round(max(wait, 0.0), 3), **context)

@@ -13,6 +13,7 @@ import yaml
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
+from node.app import NodeService
 from node.config import Settings, load_settings
 from node.db import DeliveryRef, Study, deliveries_of, open_database
 from tests.conftest import free_port, wait_until, write_config
@@ -83,6 +84,22 @@ def storescp(tmp_path: Path) -> Iterator[Callable[[int], StoreSCP]]:
         scp.stop()
 
 
+@pytest.fixture
+def running_node() -> Iterator[Callable[[Path], Settings]]:
+    """Start the node in this process (listener, scheduler, worker, sender); stopped after."""
+    services: list[NodeService] = []
+
+    def start(config: Path) -> Settings:
+        service = NodeService(load(config))
+        service.start()
+        services.append(service)
+        return service.settings
+
+    yield start
+    for service in services:
+        service.stop()
+
+
 def storescu(port: int, files: list[Path], ae_title: str = "BREAST_AI") -> None:
     """Send ``files`` to the node with dcmtk storescu (the PACS forwarding a study)."""
     subprocess.run(
@@ -122,13 +139,13 @@ def read_all(files: list[Path]) -> list[Dataset]:
     return [pydicom.dcmread(f) for f in files]
 
 
-def referenced_uids(ds: Dataset) -> set[str]:
-    """Every Referenced SOP Instance UID anywhere in ``ds`` (SR content, evidence, sources)."""
+def values_of(ds: Dataset, keyword: str) -> set[str]:
+    """Every value of ``keyword`` anywhere in ``ds``, nested sequences included."""
     found: set[str] = set()
 
     def visit(item: Dataset) -> None:
         for element in item:
-            if element.keyword == "ReferencedSOPInstanceUID":
+            if element.keyword == keyword:
                 found.add(str(element.value))
             elif element.VR == "SQ":
                 for child in element.value:
@@ -136,6 +153,11 @@ def referenced_uids(ds: Dataset) -> set[str]:
 
     visit(ds)
     return found
+
+
+def referenced_uids(ds: Dataset) -> set[str]:
+    """Every Referenced SOP Instance UID in ``ds`` (SR content, evidence, source images)."""
+    return values_of(ds, "ReferencedSOPInstanceUID")
 
 
 def load(config: Path) -> Settings:
@@ -150,7 +172,10 @@ __all__ = [
     "load",
     "read_all",
     "referenced_uids",
+    "running_node",
     "storescu",
     "study_row",
+    "study_state",
+    "values_of",
     "wait_for_state",
 ]
