@@ -24,6 +24,7 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -131,9 +132,12 @@ class Sender:
                     by_destination.setdefault(delivery.destination, []).append(
                         _Item(study, delivery)
                     )
-            for name, items in by_destination.items():
-                outcomes = self._deliver(name, items)
-                record_attempts(self.session_factory, outcomes)
+            # destinations in parallel: a PACS that takes its time to time out must not
+            # hold back a folder or another PACS
+            names, batches = list(by_destination), list(by_destination.values())
+            with ThreadPoolExecutor(max(len(names), 1), "deliver") as pool:
+                for outcomes in pool.map(self._deliver, names, batches):
+                    record_attempts(self.session_factory, outcomes)
         for study in studies:
             self._finish(study)
         return len(studies)

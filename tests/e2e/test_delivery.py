@@ -33,9 +33,7 @@ def test_destination_down_then_up(
     running_node: Callable[[Path], Settings],
 ) -> None:
     port = free_port()  # nothing listens there yet
-    settings = running_node(
-        e2e_config(tmp_path, model_dir, port, sending={"max_attempts": 100})
-    )
+    settings = running_node(e2e_config(tmp_path, model_dir, port, sending={"max_attempts": 100}))
     storescu(settings.node.port, mg_study)
     assert wait_until(
         lambda: any(d.destination == "pacs" and d.attempts >= 3 for d in deliveries(settings)),

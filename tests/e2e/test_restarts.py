@@ -1,0 +1,107 @@
+"""Crashes and start-up: kill -9 of ``serve`` while it infers and while it sends, and a
+model folder whose weights do not match its card."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import select
+
+from node.db import Result, events_of, open_database
+from tests.conftest import free_port, wait_until
+from tests.e2e.conftest import (
+    deliveries,
+    e2e_config,
+    load,
+    storescu,
+    study_row,
+    wait_for_state,
+)
+from tests.helpers.node import BREAST_NODE, Node, StoreSCP
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+
+def test_kill_minus_nine_while_inferring_and_sending_delivers_once(
+    tmp_path: Path,
+    model_dir: Path,
+    mg_study: list[Path],
+    storescp: Callable[[int], StoreSCP],
+) -> None:
+    rng = random.Random(20261121)
+    port = free_port()
+    config = e2e_config(
+        tmp_path, model_dir, port, queue={"lease_seconds": 2}, sending={"max_attempts": 100}
+    )
+    settings = load(config)
+    node = Node(config, tmp_path / "node.log")
+    try:
+        node.start()
+        storescu(settings.node.port, mg_study)
+        wait_for_state(settings, "processing", "sending")
+        node.kill()  # while inferring (or, on a slow machine, just after)
+
+        node.start()  # the PACS is down: the folder gets its files, the PACS waits
+        assert wait_until(
+            lambda: any(d.destination == "pacs" and d.attempts >= 1 for d in deliveries(settings)),
+            timeout=120,
+            every=0.05,
+        )
+        node.kill()  # while sending
+
+        pacs = storescp(port)
+        node.start()
+        time.sleep(rng.uniform(0.0, 1.0))
+        node.kill()  # at a seeded random moment of the retry, perhaps mid-association
+
+        node.start()
+        assert wait_for_state(settings, "done", "failed").state == "done"
+    finally:
+        node.stop()
+
+    rows = deliveries(settings)
+    expected = 2 + 2 * len(mg_study)
+    assert len(rows) == 2 * expected and {d.state.value for d in rows} == {"sent"}
+    files = pacs.files()
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    assert len(files) == len(set(uids)) == expected
+    assert set(uids) == {d.sop_instance_uid for d in rows}
+    folder = settings.destinations[1].folder  # type: ignore[union-attr]
+    assert len(list(folder.rglob("*.dcm"))) == expected
+    assert not [f for f in folder.rglob("*") if f.name.endswith(".part")]
+
+    db = open_database(settings.storage.database)
+    with db() as session:
+        assert len(session.scalars(select(Result)).all()) == 1
+    study = study_row(settings)
+    assert study is not None
+    claims = [detail for _, kind, detail in events_of(db, study.id) if kind == "claimed"]
+    assert any(c.get("reclaimed") for c in claims), "a lease should have expired and been reclaimed"
+
+
+def test_serve_refuses_a_model_whose_weights_do_not_match_its_card(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model_dir, broken)
+    weights = next(broken.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    config = e2e_config(tmp_path, broken, free_port())
+    done = subprocess.run(
+        [str(BREAST_NODE), "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "error:" in done.stderr and "m0.safetensors" in done.stderr
+    assert '"node.started"' not in done.stderr
