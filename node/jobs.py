@@ -7,7 +7,7 @@ schedule; the next run simply tries again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -35,19 +35,25 @@ def complete_studies(
         return []
 
 
+def _until_idle(job: str, step: Callable[[], int], stop: threading.Event) -> int:
+    """Run ``step`` until it finds nothing to do (returns 0) or ``stop`` is set."""
+    handled = 0
+    try:
+        while not stop.is_set():
+            done = step()
+            if not done:
+                break
+            handled += done
+    except Exception:
+        log.exception("job.failed", job=job)
+    return handled
+
+
 def infer_queued(worker: InferenceWorker, stop: threading.Event) -> int:
     """Job: infer queued studies until none are left (or the node stops)."""
-    try:
-        return worker.run_pending(stop)
-    except Exception:
-        log.exception("job.failed", job="infer_queued")
-        return 0
+    return _until_idle("infer_queued", worker.step, stop)
 
 
 def deliver_results(sender: Sender, stop: threading.Event) -> int:
     """Job: deliver due result objects until nothing is due (or the node stops)."""
-    try:
-        return sender.run_pending(stop)
-    except Exception:
-        log.exception("job.failed", job="deliver_results")
-        return 0
+    return _until_idle("deliver_results", sender.step, stop)

@@ -21,7 +21,6 @@ lost in a crash is sent again with the same SOP Instance UID and file name.
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -104,16 +103,6 @@ class Sender:
         self.spool = spool
         self.worker_id = worker_id
         self._destinations = {d.name: d for d in settings.destinations}
-
-    def run_pending(self, stop: threading.Event | None = None) -> int:
-        """Run steps until nothing is due (or ``stop`` is set); returns studies handled."""
-        handled = 0
-        while stop is None or not stop.is_set():
-            claimed = self.step()
-            if not claimed:
-                break
-            handled += claimed
-        return handled
 
     def step(self) -> int:
         """Claim studies with deliveries due, attempt them, record the outcomes.

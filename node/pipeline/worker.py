@@ -16,7 +16,6 @@ the source image and the model version), so nothing is duplicated.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,16 +101,6 @@ class InferenceWorker:
         self.spool = spool
         self.engine = engine
         self.worker_id = worker_id
-
-    def run_pending(self, stop: threading.Event | None = None) -> int:
-        """Run steps until the queue is empty (or ``stop`` is set); returns studies handled."""
-        handled = 0
-        while stop is None or not stop.is_set():
-            claimed = self.step()
-            if not claimed:
-                break
-            handled += claimed
-        return handled
 
     def step(self) -> int:
         """Claim up to ``worker.batch_studies`` queued studies and process them together.

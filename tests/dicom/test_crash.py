@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -19,44 +17,11 @@ from sqlalchemy import select
 from node.config import load_settings
 from node.db import Instance, open_database
 from tests.conftest import wait_until, write_config
+from tests.helpers.node import Node, node_status
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
-BREAST_NODE = Path(sys.executable).parent / "breast-node"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Node:
-    """``breast-node serve`` as a real subprocess."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [str(BREAST_NODE), "serve", "--config", str(self.config)], stderr=err, stdout=err
-            )
-
-        def started() -> bool:
-            with self.log.open("rb") as f:
-                f.seek(offset)
-                return b'"node.started"' in f.read()
-
-        assert wait_until(started, timeout=60, every=0.05), self.log.read_text()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=60) == 0
 
 
 def send(settings_port: int, ack_log: Path, files: list[Path]) -> subprocess.Popen[bytes]:
@@ -75,17 +40,6 @@ def send(settings_port: int, ack_log: Path, files: list[Path]) -> subprocess.Pop
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def status(config: Path) -> dict[str, dict[str, int]]:
-    done = subprocess.run(
-        [str(BREAST_NODE), "status", "--config", str(config), "--json", "--limit", "100"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return dict(json.loads(done.stdout))
 
 
 def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., Path]) -> None:
@@ -124,11 +78,13 @@ def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., 
         if pending:
             assert send(settings.node.port, ack_log, pending).wait(timeout=120) == 0
         assert wait_until(
-            lambda: (s := status(config)["studies"])["receiving"] == 0 and sum(s.values()) == 6,
+            lambda: (
+                (s := node_status(config)["studies"])["receiving"] == 0 and sum(s.values()) == 6
+            ),
             timeout=60,
             every=0.5,
         )
-        assert status(config)["studies"]["queued"] == 6
+        assert node_status(config)["studies"]["queued"] == 6
         assert interrupted >= 2, "the kills should land while instances are in flight"
     finally:
         node.stop()
