@@ -67,13 +67,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from node.db import count_by_state, open_database, recent_studies
+    from node.db import count_by_state, delivery_counts, open_database, recent_studies
 
     settings = _settings(args)
     session_factory = open_database(
         settings.storage.database, busy_timeout=settings.storage.database_busy_timeout_seconds
     )
     counts = count_by_state(session_factory)
+    studies = recent_studies(session_factory, limit=args.limit)
+    sent = delivery_counts(session_factory, studies)
     # studies are identified by Study Instance UID and accession number, never by patient
     recent = [
         {
@@ -85,8 +87,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "instances": study.instance_count,
             "last_received_at": study.last_received_at.isoformat(),
             "state_changed_at": study.state_changed_at.isoformat(),
+            "deliveries": sent[study.id],
         }
-        for study in recent_studies(session_factory, limit=args.limit)
+        for study in studies
     ]
     if args.json:
         print(json.dumps({"studies": counts, "recent": recent}, indent=2))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 
 from node.db.engine import SessionFactory
 from node.db.models import (
@@ -40,6 +40,7 @@ __all__ = [
     "NewResult",
     "claim_sending",
     "deliveries_of",
+    "delivery_counts",
     "due_deliveries",
     "finish_sending",
     "record_attempts",
@@ -292,6 +293,24 @@ def deliveries_of(session_factory: SessionFactory, study_id: int) -> list[Delive
             select(Delivery).where(Delivery.study_id == study_id).order_by(Delivery.id)
         ).all()
         return [DeliveryRef.of(row) for row in rows]
+
+
+def delivery_counts(
+    session_factory: SessionFactory, studies: Sequence[StudyRef]
+) -> dict[int, dict[str, int]]:
+    """Deliveries of each study's current generation, counted by state (study id -> counts)."""
+    counts: dict[int, dict[str, int]] = {study.id: {} for study in studies}
+    generations = {study.id: study.generation for study in studies}
+    with session_factory() as session:
+        rows = session.execute(
+            select(Delivery.study_id, Delivery.generation, Delivery.state, func.count())
+            .where(Delivery.study_id.in_(list(generations)))
+            .group_by(Delivery.study_id, Delivery.generation, Delivery.state)
+        ).all()
+    for study_id, generation, state, count in rows:
+        if generations[study_id] == generation:
+            counts[study_id][state] = int(count)
+    return counts
 
 
 def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str, Any]]:

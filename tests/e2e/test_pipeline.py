@@ -76,6 +76,7 @@ def test_serve_infers_and_delivers_to_storescp_and_folder(
 
     (study,) = status["recent"]
     assert study["state"] == "done", study
+    assert study["deliveries"] == {"sent": 2 * (2 + 2 * len(mg_study))}
     assert status["studies"]["done"] == 1
     # 1 TID 1500 SR, 1 CAD SR, a secondary capture and a presentation state per image
     expected = 2 + 2 * len(mg_study)
