@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pydicom
 import structlog
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
@@ -79,6 +79,8 @@ class _Claimed:
 def encode_object(obj: ResultObject) -> bytes:
     """The object as a DICOM file (Part 10, Explicit VR Little Endian)."""
     ds = obj.dataset
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buffer = DicomBytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)

@@ -4,6 +4,7 @@ late instances start a new generation whose result supersedes the earlier one.""
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import select
 
 from node.config import SendingSettings, Settings
@@ -32,10 +35,11 @@ from node.db import (
     utcnow,
 )
 from node.dicom.scp import read_facts
+from node.outputs import ResultObject
 from node.pipeline.completion import complete_due_studies
 from node.pipeline.delivery import Sender, backoff_seconds
 from node.pipeline.infer import InferenceEngine
-from node.pipeline.worker import InferenceWorker
+from node.pipeline.worker import InferenceWorker, encode_object
 from node.spool import Spool
 from tests.helpers.models import write_random_model_folder
 
@@ -211,3 +215,14 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
     settings = SendingSettings(backoff_initial_seconds=30, backoff_max_seconds=200)
     assert [backoff_seconds(n, settings) for n in range(1, 6)] == [30, 60, 120, 200, 200]
     assert backoff_seconds(10_000, settings) == 200
+
+
+def test_objects_are_written_in_explicit_vr_little_endian() -> None:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1143.1"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.2.1143.2"
+    back = pydicom.dcmread(io.BytesIO(encode_object(ResultObject("sr", ds))))
+    assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert back.StudyInstanceUID == ds.StudyInstanceUID
