@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.db.engine import SessionFactory
-from node.db.models import Instance, Study, StudyState, utcnow
+from node.db.models import Delivery, Instance, Study, StudyState, utcnow
 from node.db.queue import add_event
 
 __all__ = ["InstanceFacts", "RecordOutcome", "instances_of", "record_instance"]
@@ -59,6 +59,9 @@ class RecordOutcome(str, Enum):
     """Late instance, ``late_policy: reprocess``: the study is receiving again, new generation."""
     LATE_IGNORED = "late_ignored"
     """Late instance, ``late_policy: ignore``: stored and recorded, the study is unchanged."""
+    OWN_RESULT = "own_result"
+    """One of the node's own result objects, sent back by the archive: stored and recorded,
+    the study is unchanged whatever ``late_policy`` says."""
 
 
 def record_instance(
@@ -123,7 +126,15 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
     }
     if study.state != _OPEN:
         detail = {"sop_instance_uid": facts.sop_instance_uid, "state": study.state}
-        if late_policy == "reprocess":
+        # an archive that forwards whole studies sends our own results back: reopening
+        # the study for them would re-infer it and send new results, forever
+        own_result = session.scalar(
+            select(Delivery.id).where(Delivery.sop_instance_uid == facts.sop_instance_uid).limit(1)
+        )
+        if own_result is not None:
+            outcome = RecordOutcome.OWN_RESULT
+            add_event(session, study.id, "own_result_received", detail)
+        elif late_policy == "reprocess":
             outcome = RecordOutcome.REOPENED
             generation += 1
             values.update(

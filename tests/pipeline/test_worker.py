@@ -169,6 +169,21 @@ def test_late_instance_supersedes_pending_result(
     assert [(r.generation, r.outcome) for r in p.results()] == [(1, "result"), (2, "result")]
 
 
+def test_own_results_sent_back_do_not_reopen_the_study(
+    pipeline: Callable[..., Pipeline], study_files: list[Path]
+) -> None:
+    p = pipeline()
+    p.ingest(study_files)
+    p.complete()
+    p.worker.step()
+    p.sender.step()
+    assert p.study().state == StudyState.DONE.value
+    returned = sorted((p.settings.destinations[0].folder).rglob("*.dcm"))  # type: ignore[union-attr]
+    assert returned
+    assert set(p.ingest(returned)) == {RecordOutcome.OWN_RESULT}
+    assert (p.study().state, p.study().generation) == (StudyState.DONE.value, 1)
+
+
 def test_stale_worker_cannot_overwrite_a_reopened_study(
     pipeline: Callable[..., Pipeline], study_files: list[Path]
 ) -> None:
