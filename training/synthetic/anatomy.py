@@ -37,7 +37,7 @@ Float = NDArray[np.float32]
 
 #: Display value of fatty tissue, of fibroglandular tissue and of the pectoral muscle.
 MU_FAT = 1350.0
-MU_GLAND = 2350.0
+MU_GLAND = 2050.0
 MU_MUSCLE = 2600.0
 
 #: Fraction of the breast area that is fibroglandular, by ACR density category.
@@ -222,12 +222,17 @@ def glandular_map(bv: BreastView, rng: np.random.Generator) -> Float:
     envelope = np.exp(-(((rho - np.float32(0.5)) / np.float32(0.38)) ** 2)) + upper
     # a layer of subcutaneous fat under the skin
     envelope *= np.clip((np.float32(0.9) - rho) / np.float32(0.18), 0, 1)
-    field = 0.8 * coarse + 0.2 * fine + 0.3 * streaks + 1.9 * envelope
+    # one connected cone of tissue behind the nipple, modulated by the noise, rather
+    # than islands of tissue (which would look like masses)
+    field = 0.6 * coarse + 0.12 * fine + 0.25 * streaks + 2.4 * envelope
     inside = bv.inside & (bv.pectoral < 0.5)
     sample = field[inside][::7]
     target = DENSITY_FRACTION[bv.shape.density]
     threshold = float(np.quantile(sample, 1.0 - target)) if sample.size else 0.0
-    gland = 1.0 / (1.0 + np.exp(-(field - np.float32(threshold)) / np.float32(0.4)))
-    # partial volume: fat and gland overlap in projection, so grey levels are continuous
-    gland = 0.8 * gland + 0.2 * np.clip(field - np.float32(threshold) + 0.5, 0.0, 1.0)
+    gland = 1.0 / (1.0 + np.exp(-(field - np.float32(threshold)) / np.float32(0.55)))
+    # partial volume: fat and gland overlap in projection, so grey levels are continuous;
+    # within the tissue, a fine reticular texture (ducts, lobules, ligaments)
+    gland = 0.75 * gland + 0.25 * np.clip(field - np.float32(threshold) + 0.5, 0.0, 1.0)
+    gland *= np.float32(0.86) + np.float32(0.14) * np.tanh(fine + 0.6 * streaks)
+    gland = ndimage.gaussian_filter(gland, 0.6 / grid.spacing, truncate=3.0)
     return np.where(inside, gland, 0.0).astype(np.float32)

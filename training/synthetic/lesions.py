@@ -77,20 +77,27 @@ def draw_lesion(
     size_scale = difficulty**-0.35
     contrast_scale = difficulty**-0.8
     radius = {
-        "circumscribed_mass": rng.uniform(4.0, 11.0),
-        "round_calcifications": rng.uniform(10.0, 22.0),
-        "spiculated_mass": rng.uniform(3.5, 8.0),
-        "irregular_mass": rng.uniform(4.5, 11.0),
-        "pleomorphic_calcifications": rng.uniform(4.0, 9.0),
-        "architectural_distortion": rng.uniform(9.0, 18.0),
+        "circumscribed_mass": rng.uniform(5.0, 11.0),
+        "round_calcifications": rng.uniform(10.0, 20.0),
+        "spiculated_mass": rng.uniform(5.5, 10.0),
+        "irregular_mass": rng.uniform(7.0, 13.0),
+        "pleomorphic_calcifications": rng.uniform(5.5, 10.0),
+        "architectural_distortion": rng.uniform(13.0, 22.0),
     }[kind] * size_scale
-    contrast = float(rng.uniform(0.3, 0.85)) * contrast_scale
+    # high density is a sign of malignancy; benign masses (cysts, fibroadenomas) are
+    # about as dense as fibroglandular tissue
+    low, high = (0.6, 1.0) if label == "malignant" else (0.35, 0.65)
+    contrast = float(rng.uniform(low, high)) * contrast_scale
+    # a minority of lesions is subtle: small and faint (more of them when harder)
+    if rng.random() < min(0.15 * difficulty, 0.6):
+        radius *= 0.75
+        contrast *= 0.45
     return LesionSpec(
         kind=kind,
         label=label,
         laterality=laterality,
         radius=float(radius),
-        contrast=min(contrast, 0.9),
+        contrast=min(contrast, 1.0),
         rho=float(rng.uniform(0.25, 0.8)),
         m=float(rng.uniform(-0.7, 0.7)),
         s=float(rng.uniform(-0.7, 0.7)),
@@ -217,7 +224,7 @@ def _spiculated(
     core = _dome(q, 0.6)
     count = int(rng.integers(12, 26))
     spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.7, (1.4, 3.4), 0.7)
-    tissue = np.maximum(core, spikes)
+    tissue = np.maximum(core, 0.9 * spikes)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (q <= 1.0) | (spikes > 0.35)
     return tissue.astype(np.float32), np.zeros_like(tissue), mask
@@ -227,9 +234,11 @@ def _distortion(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
     count = int(rng.integers(16, 30))
-    spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.05, (0.6, 1.2), 0.35)
+    spikes = _spicules(rng, yy, xx, r, turn, spacing, count, 0.05, (0.6, 1.2), 0.6)
     centre = np.exp(-((np.hypot(yy, xx) / np.float32(0.25 * r)) ** 2))
-    tissue = np.maximum(0.9 * spikes, 0.5 * centre)
+    # no central mass: the lines fade where they converge
+    spikes *= 1.0 - 0.6 * np.exp(-((np.hypot(yy, xx) / np.float32(0.35 * r)) ** 2))
+    tissue = np.maximum(0.9 * spikes, 0.3 * centre)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (spikes > 0.3) | (centre > 0.5)
     return tissue.astype(np.float32), np.zeros_like(tissue), mask
@@ -265,13 +274,13 @@ def _calc_dots(
 def _round_calcs(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
-    count = int(rng.integers(4, 10))
+    count = int(rng.integers(3, 9))
     points = []
     for _ in range(count):
         dist = r * math.sqrt(float(rng.uniform(0.0, 1.0)))
         angle = float(rng.uniform(0, 2 * math.pi)) + turn
         points.append(
-            (dist * math.sin(angle), dist * math.cos(angle), float(rng.uniform(0.45, 1.0)), 1.0)
+            (dist * math.sin(angle), dist * math.cos(angle), float(rng.uniform(0.6, 1.2)), 1.0)
         )
     return _calc_dots(rng, yy, xx, spacing, points)
 
@@ -279,7 +288,7 @@ def _round_calcs(
 def _pleomorphic_calcs(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
-    count = int(rng.integers(14, 32))
+    count = int(rng.integers(22, 42))
     points = []
     # some follow a duct (linear, branching), the rest cluster around it
     axis = float(rng.uniform(0, math.pi)) + turn
@@ -293,7 +302,7 @@ def _pleomorphic_calcs(
             dist = r * math.sqrt(float(rng.uniform(0.0, 1.0)))
             angle = float(rng.uniform(0, 2 * math.pi))
             y, x = dist * math.sin(angle), dist * math.cos(angle)
-        points.append((y, x, float(rng.uniform(0.12, 0.4)), float(rng.uniform(1.0, 2.8))))
+        points.append((y, x, float(rng.uniform(0.22, 0.5)), float(rng.uniform(1.0, 2.8))))
     return _calc_dots(rng, yy, xx, spacing, points)
 
 

@@ -114,7 +114,7 @@ def render_view(
     patch = None
     calc_gain = 0.0
     if lesion is not None and lesion.laterality == laterality:
-        calc_gain = _CALC_BRIGHTNESS * (0.6 + lesion.contrast)
+        calc_gain = _CALC_BRIGHTNESS * (0.3 + lesion.contrast)
         center = bv.point(lesion.rho, lesion.transverse(view))
         patch = render_lesion(lesion, view, center, grid.spacing)
         if lesion.kind == "architectural_distortion":
