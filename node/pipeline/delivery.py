@@ -21,7 +21,6 @@ lost in a crash is sent again with the same SOP Instance UID and file name.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,9 +74,11 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     ``path``, then the folder is fsynced. Raises :class:`OSError`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.part"
+    # one temporary name per target: the retry after a crash mid-write reuses and
+    # renames it, so no half-written file is left behind in the destination folder
+    tmp = path.parent / f".{path.name}.part"
     try:
-        with tmp.open("xb") as out:
+        with tmp.open("wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

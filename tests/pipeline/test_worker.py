@@ -37,7 +37,7 @@ from node.db import (
 from node.dicom.scp import read_facts
 from node.outputs import ResultObject
 from node.pipeline.completion import complete_due_studies
-from node.pipeline.delivery import Sender, backoff_seconds
+from node.pipeline.delivery import Sender, backoff_seconds, write_file_atomically
 from node.pipeline.infer import InferenceEngine
 from node.pipeline.worker import InferenceWorker, encode_object
 from node.spool import Spool
@@ -241,3 +241,12 @@ def test_objects_are_written_in_explicit_vr_little_endian() -> None:
     assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert back.StudyInstanceUID == ds.StudyInstanceUID
+
+
+def test_folder_write_leaves_no_temporary_file_after_a_crash(tmp_path: Path) -> None:
+    target = tmp_path / "study" / "sr-1.2.3.dcm"
+    target.parent.mkdir()
+    (target.parent / ".sr-1.2.3.dcm.part").write_bytes(b"half a file from a killed run")
+    write_file_atomically(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
