@@ -38,8 +38,13 @@ def _v2(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=_tables("results", "deliveries"))
 
 
+def _v3(conn: Connection) -> None:
+    # append-only audit trail: what each peer sent, what was returned where
+    Base.metadata.create_all(conn, tables=_tables("audit_events"))
+
+
 #: Forward migrations: index i brings the schema from version i to i + 1.
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2)
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

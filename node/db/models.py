@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "AuditEvent",
     "Base",
     "Delivery",
     "DeliveryState",
@@ -252,3 +253,29 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """Append-only audit trail: who sent the node what, and what it returned where.
+
+    ``kind`` ``received``: one row per association and study (``ae_title`` the calling
+    AE, ``peer`` its address); ``sent``: one row per delivery pass, study and
+    destination (``peer`` the destination's name, ``detail`` the SOP Instance UIDs and
+    their status). Rows are never updated; ``breast-node purge`` deletes those older than
+    the retention period. Never holds patient names or IDs.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(16))
+    study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    ae_title: Mapped[str | None] = mapped_column(String(16))
+    peer: Mapped[str | None] = mapped_column(String(128))
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(32))
+    """``ok`` when every instance succeeded, else ``partial`` or ``failed``."""
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON object."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
 
+from node.db.audit import add_sent
 from node.db.engine import SessionFactory
 from node.db.models import (
     Delivery,
@@ -338,7 +339,7 @@ def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str,
 
 
 def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptOutcome]) -> None:
-    """Record delivery attempts in one transaction.
+    """Record delivery attempts, and their audit rows, in one transaction.
 
     Only pending rows change, so a row that was superseded meanwhile stays so.
     """
@@ -362,6 +363,7 @@ def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptO
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+        add_sent(session, outcomes)
 
 
 def finish_sending(session_factory: SessionFactory, study: StudyRef) -> StudyRef | None:
