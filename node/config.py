@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -45,19 +46,24 @@ from node.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "ClientTls",
     "CompletionSettings",
     "Destination",
     "DicomDestination",
     "EligibilityRule",
     "EligibilitySettings",
     "FolderDestination",
+    "HttpSettings",
     "InferenceSettings",
     "LoggingSettings",
     "NodeSettings",
     "OutputKind",
     "OutputSettings",
     "QueueSettings",
+    "RetentionSettings",
+    "SecuritySettings",
     "SendingSettings",
+    "ServerTls",
     "Settings",
     "StorageSettings",
     "WorkerSettings",
@@ -140,6 +146,47 @@ class NodeSettings(_Section):
     """Seconds to wait for the next DIMSE message (C-STORE, C-ECHO) from the peer."""
     network_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds an idle connection is kept before it is closed."""
+
+
+class ServerTls(_Section):
+    """DICOM TLS on our listener (PS3.15 B.1, BCP 195): certificate, key, client checks."""
+
+    certificate: ConfigPath
+    """PEM certificate (chain) the node presents."""
+    private_key: ConfigPath
+    """PEM private key of ``certificate`` (unencrypted; keep it readable by the service only)."""
+    ca_certificates: ConfigPath | None = None
+    """PEM bundle of the CAs whose client certificates are accepted (mutual TLS)."""
+    require_client_cert: bool = False
+    """Refuse connections without a client certificate signed by ``ca_certificates``."""
+
+    @model_validator(mode="after")
+    def _client_ca(self) -> ServerTls:
+        if self.require_client_cert and self.ca_certificates is None:
+            raise ValueError("require_client_cert needs ca_certificates")
+        return self
+
+
+def _check_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR network") from exc
+
+
+IPNetwork = Annotated[str, AfterValidator(_check_network)]
+
+
+class SecuritySettings(_Section):
+    """Who may associate with the listener, and DICOM TLS for it."""
+
+    allowed_calling_ae_titles: tuple[AETitle, ...] = ()
+    """Calling AE titles allowed to associate; empty: any. Others are rejected (A-ASSOCIATE-RJ,
+    calling AE title not recognised)."""
+    allowed_addresses: tuple[IPNetwork, ...] = ()
+    """Source IP addresses or CIDR networks allowed to associate; empty: any."""
+    tls: ServerTls | None = None
+    """``null``: plain TCP. Otherwise the listener only speaks TLS."""
 
 
 class StorageSettings(_Section):
@@ -305,12 +352,35 @@ class _DestinationBase(_Section):
     """Which result objects this destination receives (of those that are built)."""
 
 
+class ClientTls(_Section):
+    """DICOM TLS towards a destination: whom we trust and, for mutual TLS, who we are."""
+
+    ca_certificates: ConfigPath | None = None
+    """PEM bundle of the CAs that may sign the destination's certificate; ``null``: the
+    system's trust store."""
+    certificate: ConfigPath | None = None
+    """PEM client certificate, for destinations that require one (with ``private_key``)."""
+    private_key: ConfigPath | None = None
+    server_hostname: str | None = None
+    """Name the destination's certificate must carry; ``null``: the destination's ``host``."""
+    check_hostname: bool = True
+    """Check the certificate's name (its signature is always checked)."""
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> ClientTls:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        return self
+
+
 class DicomDestination(_DestinationBase):
     """A DICOM Storage SCP (usually the PACS) that receives our results."""
 
     ae_title: AETitle
     host: str = Field(min_length=1)
     port: Port
+    tls: ClientTls | None = None
+    """``null``: plain TCP; otherwise results go over DICOM TLS."""
 
 
 class FolderDestination(_DestinationBase):
@@ -399,10 +469,32 @@ class LoggingSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class HttpSettings(_Section):
+    """The monitoring endpoint: ``/healthz``, ``/metrics`` and the status page ``/``."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Address to bind; 127.0.0.1 keeps it local (put a reverse proxy in front to share it)."""
+    port: Port = 8112
+    token: str | None = Field(default=None, min_length=16)
+    """When set, every request needs ``Authorization: Bearer <token>``; masked in logs."""
+
+
+class RetentionSettings(_Section):
+    """How long finished studies (done, failed, skipped) and audit rows are kept."""
+
+    days: float | None = Field(default=30.0, gt=0, le=36500)
+    """Finished studies unchanged for longer, and older audit rows, are purged
+    (spool files and database rows); ``null`` keeps everything."""
+    check_interval_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    """How often the purge job runs."""
+
+
 class Settings(_Section):
     """All of the node's settings. Frozen: pass it around, never mutate it."""
 
     node: NodeSettings = Field(default_factory=NodeSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
@@ -419,6 +511,8 @@ class Settings(_Section):
     outputs: OutputSettings = Field(default_factory=OutputSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @model_validator(mode="after")
     def _unique_destination_names(self) -> Settings:

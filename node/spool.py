@@ -9,6 +9,9 @@ Layout under ``storage.spool``::
 A file is written to ``tmp/``, fsynced, renamed into ``studies/`` and the folder is
 fsynced, so a path under ``studies/`` always holds a complete file and survives a crash
 once :meth:`Spool.write` returns.
+
+Received images carry patient data: every file is created readable by the service user
+only (0600) and every folder accessible by it only (0700), whatever the umask.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from pathlib import Path
 
 from node.errors import SpoolFullError, StorageError
 
-__all__ = ["Spool", "uid_component"]
+__all__ = ["DIR_MODE", "FILE_MODE", "Spool", "uid_component"]
 
 _SAFE_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
+FILE_MODE = 0o600
+"""Mode of every file in the spool."""
+DIR_MODE = 0o700
+"""Mode of every folder in the spool."""
 
 
 def uid_component(uid: str) -> str:
@@ -57,7 +64,8 @@ class Spool:
     def prepare(self) -> int:
         """Create the folders and delete leftover temporary files; returns how many."""
         for folder in (self.root, self.tmp, self.studies):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(folder, DIR_MODE)
         removed = 0
         for leftover in self.tmp.iterdir():
             if leftover.is_dir():
@@ -106,7 +114,7 @@ class Spool:
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         size = 0
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
                 for chunk in chunks:
                     view = memoryview(chunk)
@@ -135,6 +143,7 @@ class Spool:
         try:
             fd = os.open(source, os.O_RDONLY)
             try:
+                os.fchmod(fd, FILE_MODE)
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
             finally:
@@ -152,9 +161,18 @@ class Spool:
             raise StorageError(f"cannot store {relative}: {exc.strerror or exc}") from exc
         return size
 
+    def discard(self, relative: str) -> None:
+        """Remove the file at ``relative`` if it exists (an instance that was not recorded)."""
+        try:
+            (self.root / relative).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {relative}: {exc.strerror or exc}") from exc
+
     def _folder(self, final: Path) -> Path:
         folder = final.parent
         if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
+            for parent in reversed(folder.relative_to(self.root).parents):
+                (self.root / parent).mkdir(mode=DIR_MODE, exist_ok=True)
+            folder.mkdir(mode=DIR_MODE, exist_ok=True)
             _fsync_dir(folder.parent)
         return folder

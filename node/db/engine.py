@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -61,7 +62,7 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> 
             parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size
         )
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(parsed.database))
     engine = create_engine(
         parsed,
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
@@ -85,6 +86,19 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> 
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (SQLite gives its -wal and -shm
+    files the same mode); tighten the mode of an existing file we own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+        info = path.stat()
+        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open the database file {path}: {exc.strerror}") from exc
 
 
 def init_schema(engine: Engine) -> int:

@@ -10,6 +10,7 @@ Success.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from node.config import Settings
 from node.db import InstanceFacts, SessionFactory, record_instance
 from node.dicom import status
 from node.dicom.contexts import add_scp_contexts
+from node.dicom.security import AssociationPolicy, server_context
 from node.errors import SpoolFullError, StorageError
 from node.spool import Spool
 
@@ -166,7 +168,12 @@ class StorageSCP:
     disk and in the database (also for a resent instance); Out of Resources (A700) when
     the spool is over its watermark; Data Set Does Not Match SOP Class (A900) when UIDs
     are missing or contradict the command; Cannot Understand (C000) when the data set
-    cannot be parsed; Processing Failure (0110) when the disk or database fails.
+    cannot be parsed; Processing Failure (0110) when the disk or database fails (a file
+    written for an instance the database could not record is removed again).
+
+    Associations from addresses or calling AE titles outside the ``security`` allow-lists
+    are rejected (:class:`~node.dicom.security.AssociationPolicy`); with ``security.tls``
+    the listener speaks DICOM TLS only.
     """
 
     def __init__(self, settings: Settings, spool: Spool, session_factory: SessionFactory):
@@ -197,10 +204,14 @@ class StorageSCP:
         # fsync and rename it. pynetdicom creates the file in tempfile.gettempdir(), which
         # `breast-node serve` points at the spool's tmp/ folder.
         _config.STORE_RECV_CHUNKED_DATASET = True
+        security = self.settings.security
+        tls = security.tls
         self._server = ae.start_server(
             (node.host, node.port),
             block=False,
+            ssl_context=(server_context(tls, handshake_timeout=node.acse_timeout) if tls else None),
             evt_handlers=[
+                (evt.EVT_REQUESTED, AssociationPolicy(security).handle_requested),
                 (evt.EVT_C_ECHO, self.handle_echo),
                 (evt.EVT_C_STORE, self.handle_store),
             ],
@@ -211,6 +222,12 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def bind(self, event: evt.NotificationEvent, handler: Callable[[evt.Event], None]) -> None:
+        """Add a notification handler (e.g. the association audit) to the running server."""
+        if self._server is None:
+            raise RuntimeError("the SCP is not running")
+        self._server.bind(event, handler)
 
     def handle_echo(self, event: evt.Event) -> int:
         """C-ECHO: always Success."""
@@ -263,6 +280,7 @@ class StorageSCP:
         bound = bound.bind(study_uid=facts.study_uid)
 
         relative = self.spool.relative_path(facts.study_uid, facts.sop_instance_uid)
+        resent = self.spool.path(relative).exists()
         try:
             size = self.spool.adopt(relative, received)
         except StorageError as exc:
@@ -276,6 +294,8 @@ class StorageSCP:
                 self.session_factory, facts, late_policy=self.settings.completion.late_policy
             )
         except SQLAlchemyError as exc:
+            if not resent:  # not recorded, not acknowledged: leave no unrecorded file behind
+                self.spool.discard(relative)
             bound.error(
                 "store.failed",
                 status=status.describe(status.PROCESSING_FAILURE),

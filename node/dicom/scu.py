@@ -19,8 +19,10 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
+from node.config import ClientTls
 from node.dicom import status
 from node.dicom.contexts import add_scu_contexts
+from node.dicom.security import client_context
 from node.errors import SendError
 
 __all__ = [
@@ -44,7 +46,8 @@ class Peer:
 
     ``timeout`` (seconds) applies to association, DIMSE and network waits unless
     ``acse_timeout``, ``dimse_timeout`` or ``network_timeout`` set one of them.
-    ``max_pdu``: largest PDU we receive, bytes (0: unlimited).
+    ``max_pdu``: largest PDU we receive, bytes (0: unlimited). ``tls``: DICOM TLS
+    settings, ``None`` for plain TCP.
     """
 
     host: str
@@ -56,9 +59,16 @@ class Peer:
     dimse_timeout: float | None = None
     network_timeout: float | None = None
     max_pdu: int = 0
+    tls: ClientTls | None = None
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def tls_args(self) -> tuple[SSLContext, str] | None:
+        """pynetdicom's ``tls_args`` for this peer (``None``: plain TCP)."""
+        if self.tls is None:
+            return None
+        return client_context(self.tls), self.tls.server_hostname or self.host
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,13 @@ def store_datasets(peer: Peer, datasets: Sequence[Dataset]) -> list[StoreOutcome
     ae = _ae(peer)
     for sop_class in sop_classes:
         ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=peer.max_pdu)
+    assoc = ae.associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        max_pdu=peer.max_pdu,
+        tls_args=peer.tls_args(),
+    )
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "no answer or refused"
         raise SendError(f"no association with {peer} ({why})")
@@ -173,7 +189,7 @@ def echo(peer: Peer) -> int:
     """C-ECHO ``peer``; returns the DIMSE status. Raises :class:`SendError` if unreachable."""
     ae = _ae(peer)
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer.tls_args())
     if not assoc.is_established:
         raise SendError(f"no association with {peer}")
     try:
@@ -219,7 +235,7 @@ def send_files(
     for batch in _batches(headers):
         ae = _ae(peer)
         add_scu_contexts(ae, {(sop_class, syntax) for _, sop_class, syntax in batch})
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer.tls_args())
         if not assoc.is_established:
             raise SendError(f"no association with {peer}")
         try:
