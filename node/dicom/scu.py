@@ -22,7 +22,7 @@ from pynetdicom.transport import AddressInformation, AssociationSocket
 from node.config import ClientTls
 from node.dicom import status
 from node.dicom.contexts import add_scu_contexts
-from node.dicom.security import client_context
+from node.dicom.security import ClientContext, client_context
 from node.errors import SendError
 
 __all__ = [
@@ -99,12 +99,14 @@ class _RequestorAE(AE):
 
     pynetdicom 3.0 shuts down such a socket without closing it (``shutdown`` of an
     unconnected socket raises first), which leaks one file descriptor per attempt:
-    a node retrying an unreachable PACS for days would run out of them.
+    a node retrying an unreachable PACS for days would run out of them. The same holds
+    for the TLS socket of a failed handshake (kept by :class:`ClientContext`).
     """
 
     def __init__(self, ae_title: str) -> None:
         super().__init__(ae_title=ae_title)
         self._raw_sockets: list[socket.socket] = []
+        self._tls_contexts: list[ClientContext] = []
 
     def _create_socket(
         self,
@@ -115,6 +117,8 @@ class _RequestorAE(AE):
         sock = super()._create_socket(assoc, address, tls_args)
         if sock.socket is not None:
             self._raw_sockets.append(sock.socket)
+        if tls_args is not None and isinstance(tls_args[0], ClientContext):
+            self._tls_contexts.append(tls_args[0])
         return sock
 
     def associate(self, *args: Any, **kwargs: Any) -> Association:
@@ -122,7 +126,11 @@ class _RequestorAE(AE):
         if not assoc.is_established:
             for raw in self._raw_sockets:
                 raw.close()
+            for context in self._tls_contexts:
+                for wrapped in context.sockets:
+                    wrapped.close()
         self._raw_sockets.clear()
+        self._tls_contexts.clear()
         return assoc
 
 

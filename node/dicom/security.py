@@ -26,6 +26,7 @@ from node.errors import ConfigError
 
 __all__ = [
     "AssociationPolicy",
+    "ClientContext",
     "RejectReason",
     "RejectResult",
     "RejectSource",
@@ -126,6 +127,23 @@ class _ListenerContext(ssl.SSLContext):
         return super().wrap_socket(sock, *args, **kwargs)
 
 
+class ClientContext(ssl.SSLContext):
+    """A client context that remembers the sockets it wrapped.
+
+    pynetdicom drops, without closing it, the TLS socket of a connection whose handshake
+    failed; the SCU closes the sockets listed here when no association came of them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.sockets: list[ssl.SSLSocket] = []
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        wrapped = super().wrap_socket(sock, *args, **kwargs)
+        self.sockets.append(wrapped)
+        return wrapped
+
+
 def _load(what: str, action: Any, *paths: Any) -> None:
     try:
         action(*map(str, paths))
@@ -154,10 +172,10 @@ def client_context(tls: ClientTls) -> ssl.SSLContext:
     With ``ca_certificates`` only those CAs are trusted, otherwise the system's store.
     Raises :class:`ConfigError` when a certificate or key cannot be loaded.
     """
+    context = ClientContext(ssl.PROTOCOL_TLS_CLIENT)  # certificates and names checked
     if tls.ca_certificates is None:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         _load("tls.ca_certificates", context.load_verify_locations, tls.ca_certificates)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = tls.check_hostname

@@ -1,0 +1,157 @@
+"""DICOM TLS with real dcmtk peers: storescu ``+tls`` against the node's listener (with and
+without mutual TLS), and the node's SCU against storescp ``+tls``."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+from sqlalchemy import func, select
+
+from node.app import NodeService
+from node.config import ClientTls, Settings
+from node.db import Instance
+from node.dicom import status
+from node.dicom.scu import Peer, echo, store_datasets
+from node.errors import SendError
+from tests.conftest import free_port, wait_until
+from tests.security.conftest import Pki
+
+pytestmark = pytest.mark.peers
+
+NodeFactory = Callable[..., tuple[NodeService, Settings]]
+
+
+def storescu_tls(
+    settings: Settings, key: Path, cert: Path, ca: Path, files: list[Path]
+) -> tuple[int, str]:
+    done = subprocess.run(
+        ["storescu", "+tls", str(key), str(cert), "+cf", str(ca), "-aec",
+         settings.node.ae_title, "127.0.0.1", str(settings.node.port), *map(str, files)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def stored(service: NodeService) -> int:
+    assert service.session_factory is not None
+    with service.session_factory() as session:
+        return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+
+
+def pynetdicom_echo(settings: Settings, context: ssl.SSLContext | None) -> bool:
+    ae = AE(ae_title="PY_SCU")
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 10
+    ae.add_requested_context("1.2.840.10008.1.1")
+    tls = (context, "localhost") if context is not None else None
+    assoc = ae.associate(
+        "127.0.0.1", settings.node.port, ae_title=settings.node.ae_title, tls_args=tls
+    )
+    if not assoc.is_established:
+        return False
+    ok = int(assoc.send_c_echo().get("Status", -1)) == status.SUCCESS
+    assoc.release()
+    return ok
+
+
+def client_ssl(pki: Pki, with_cert: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    if with_cert:
+        context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    return context
+
+
+def tls_section(pki: Pki, **extra: object) -> dict[str, object]:
+    return {"certificate": str(pki.server_cert), "private_key": str(pki.server_key), **extra}
+
+
+def test_listener_speaks_tls_only(
+    node_factory: NodeFactory, synthetic: Callable[..., Path], pki: Pki
+) -> None:
+    service, settings = node_factory(security={"tls": tls_section(pki)})
+    files = sorted(synthetic(studies=1, seed=11).rglob("*.dcm"))
+    code, out = storescu_tls(settings, pki.client_key, pki.client_cert, pki.ca, files)
+    assert code == 0, out
+    assert stored(service) == len(files)
+    assert pynetdicom_echo(settings, client_ssl(pki, with_cert=False))  # no client cert needed
+    plain = subprocess.run(
+        ["echoscu", "-aec", settings.node.ae_title, "127.0.0.1", str(settings.node.port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert plain.returncode != 0  # plain TCP gets no association
+    assert pynetdicom_echo(settings, None) is False
+    # the listener still serves TLS peers after the failed handshakes
+    assert pynetdicom_echo(settings, client_ssl(pki, with_cert=True))
+
+
+def test_mutual_tls_requires_a_client_certificate_from_the_ca(
+    node_factory: NodeFactory, synthetic: Callable[..., Path], pki: Pki
+) -> None:
+    service, settings = node_factory(
+        security={"tls": tls_section(pki, ca_certificates=str(pki.ca), require_client_cert=True)}
+    )
+    files = sorted(synthetic(studies=1, seed=11).rglob("*.dcm"))
+    code, out = storescu_tls(settings, pki.rogue_client_key, pki.rogue_client_cert, pki.ca, files)
+    assert code != 0, out
+    assert pynetdicom_echo(settings, client_ssl(pki, with_cert=False)) is False
+    assert stored(service) == 0
+    code, out = storescu_tls(settings, pki.client_key, pki.client_cert, pki.ca, files)
+    assert code == 0, out
+    assert stored(service) == len(files)
+
+
+@pytest.fixture
+def storescp_tls(tmp_path: Path, pki: Pki) -> Iterator[tuple[int, Path]]:
+    """dcmtk storescp with TLS that requires a client certificate signed by the test CA."""
+    port, folder = free_port(), tmp_path / "pacs"
+    folder.mkdir()
+    proc = subprocess.Popen(
+        ["storescp", "+tls", str(pki.server_key), str(pki.server_cert), "+cf", str(pki.ca),
+         "-rc", "-aet", "PACS", "-od", str(folder), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield port, folder
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_results_go_to_a_tls_destination(
+    storescp_tls: tuple[int, Path], synthetic: Callable[..., Path], pki: Pki
+) -> None:
+    port, folder = storescp_tls
+    tls = ClientTls(
+        ca_certificates=pki.ca, certificate=pki.client_cert, private_key=pki.client_key
+    )
+    peer = Peer("127.0.0.1", port, "PACS", timeout=10, tls=tls)
+    assert wait_until(lambda: _echo_ok(peer), timeout=30, every=0.2)
+    datasets = [dcmread(f) for f in sorted(synthetic(studies=1, seed=11).rglob("*.dcm"))]
+    outcomes = store_datasets(peer, datasets)
+    assert [o.ok for o in outcomes] == [True] * len(datasets)
+    received = {dcmread(f).SOPInstanceUID for f in folder.iterdir()}
+    assert received == {ds.SOPInstanceUID for ds in datasets}
+
+    # a destination whose certificate is not from the CA we trust, or whose name differs
+    untrusted = Peer("127.0.0.1", port, "PACS", timeout=10, tls=tls.model_copy(
+        update={"ca_certificates": pki.rogue_ca}))  # fmt: skip
+    wrong_name = Peer("127.0.0.1", port, "PACS", timeout=10, tls=tls.model_copy(
+        update={"server_hostname": "pacs.example.org"}))  # fmt: skip
+    no_client_cert = Peer("127.0.0.1", port, "PACS", timeout=10, tls=ClientTls(
+        ca_certificates=pki.ca))  # fmt: skip
+    for refused in (untrusted, wrong_name, no_client_cert):
+        with pytest.raises(SendError):
+            store_datasets(refused, datasets[:1])
+    assert len(list(folder.iterdir())) == len(datasets)
+
+
+def _echo_ok(peer: Peer) -> bool:
+    try:
+        return echo(peer) == status.SUCCESS
+    except SendError:
+        return False
