@@ -19,8 +19,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from node import jobs
 from node.config import Settings
+from node.counters import Counters
 from node.db import SessionFactory, open_database, utcnow
+from node.dicom.audit import AssociationAudit
 from node.dicom.scp import StorageSCP
+from node.http import MonitoringServer, NodeView
 from node.pipeline.delivery import Sender
 from node.pipeline.infer import InferenceEngine
 from node.pipeline.worker import InferenceWorker
@@ -42,6 +45,8 @@ class NodeService:
         self.engine: InferenceEngine | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._stopping = threading.Event()
+        self.counters = Counters()
+        self.http: MonitoringServer | None = None
 
     def start(self) -> None:
         """Create the node's folders and start its parts. Idempotent.
@@ -90,9 +95,21 @@ class NodeService:
         self._add_job(
             jobs.deliver_results, settings.sending.check_interval_seconds, sender, self._stopping
         )
+        if settings.retention.days is not None:
+            self._add_job(
+                jobs.purge_finished,
+                settings.retention.check_interval_seconds,
+                self.session_factory,
+                spool,
+                settings.retention.days,
+            )
         self._scheduler.start()
         self.scp = StorageSCP(settings, spool, self.session_factory)
         self.scp.start()
+        for event, handler in AssociationAudit(self.session_factory, self.counters).handlers():
+            self.scp.bind(event, handler)
+        if settings.http.enabled:
+            self._start_http(spool)
         if self.engine is not None:
             log.info("model.loaded", model=str(settings.model), name=self.engine.card.name)
         else:
@@ -108,6 +125,36 @@ class NodeService:
             host=settings.node.host,
             port=self.scp.port,
         )
+
+    def _start_http(self, spool: Spool) -> None:
+        """Start the monitoring endpoint; a port in use is logged, not fatal (DICOM goes on)."""
+        assert self.session_factory is not None
+        view = NodeView(
+            settings=self.settings,
+            session_factory=self.session_factory,
+            spool=spool,
+            counters=self.counters,
+            listener_port=lambda: self.scp.port if self.scp is not None else None,
+            model=self._model_name,
+        )
+        server = MonitoringServer(view, self.settings.http)
+        try:
+            server.start()
+        except OSError as exc:
+            log.error(
+                "http.unavailable",
+                host=self.settings.http.host,
+                port=self.settings.http.port,
+                reason=exc.strerror or str(exc),
+            )
+            return
+        self.http = server
+
+    def _model_name(self) -> str | None:
+        if self.engine is None:
+            return None
+        card = self.engine.card
+        return f"{card.name} {card.version}"
 
     def _add_job(self, func: Any, seconds: float, *args: Any) -> None:
         assert self._scheduler is not None
@@ -128,6 +175,9 @@ class NodeService:
             return
         self._started = False
         self._stopping.set()
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         if self.scp is not None:
             self.scp.stop()
             self.scp = None

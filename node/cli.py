@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from node.config import Settings, load_settings
 from node.errors import NodeError
 
 if TYPE_CHECKING:
+    from node.db import SessionFactory
     from node.dicom.scu import Peer
 
 __all__ = ["main"]
@@ -109,6 +111,120 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database(settings: Settings) -> SessionFactory:
+    from node.db import open_database
+
+    return open_database(
+        settings.storage.database, busy_timeout=settings.storage.database_busy_timeout_seconds
+    )
+
+
+def _since(value: str) -> datetime:
+    """``--since``: an ISO date or time (UTC unless it says otherwise), or ``12h``/``7d``."""
+    from node.db import utcnow
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return utcnow() - timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date, time or age (12h, 7d): {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _cmd_studies(args: argparse.Namespace) -> int:
+    from node.admin import list_studies
+
+    rows = list_studies(
+        _database(_settings(args)), state=args.state, since=args.since, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+        return 0
+    print(
+        f"{'state':<10} {'gen':>3} {'inst':>4} {'score':>6}  {'changed (UTC)':<19}  "
+        f"{'accession':<16} study UID"
+    )
+    for row in rows:
+        score = "-" if row.score is None else f"{row.score:.3f}"
+        changed = row.state_changed_at[:19].replace("T", " ")
+        print(
+            f"{row.state:<10} {row.generation:>3} {row.instances:>4} {score:>6}  {changed:<19}  "
+            f"{row.accession_number or '-':<16} {row.study_uid}"
+            + (f"  ({row.reason})" if row.reason else "")
+        )
+    print(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from node.admin import show_study
+
+    print(json.dumps(show_study(_database(_settings(args)), args.study_uid), indent=2))
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from node.admin import retry, retry_failed
+
+    session_factory = _database(_settings(args))
+    if args.failed:
+        done = retry_failed(session_factory)
+        print("\n".join(done) if done else "no failed studies")
+    elif args.study_uid:
+        print(retry(session_factory, args.study_uid))
+    else:
+        raise NodeError("name a STUDY_UID or use --failed")
+    return 0
+
+
+def _cmd_reprocess(args: argparse.Namespace) -> int:
+    from node.admin import reprocess
+
+    print(reprocess(_database(_settings(args)), args.study_uid))
+    return 0
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from node.admin import purge
+    from node.spool import Spool
+
+    settings = _settings(args)
+    days = args.days if args.days is not None else settings.retention.days
+    if days is None:
+        print("retention.days is null: nothing is purged (use --days to purge anyway)")
+        return 0
+    report = purge(_database(settings), Spool(settings.storage.spool), days, dry_run=args.dry_run)
+    verb = "would delete" if report.dry_run else "deleted"
+    for study_uid in report.studies:
+        print(f"{verb}: {study_uid}")
+    print(
+        f"{verb} {len(report.studies)} finished studies unchanged since {report.cutoff[:19]} UTC "
+        f"({report.files} files, {report.bytes / 1e6:.1f} MB) and "
+        f"{report.audit_events} audit events"
+    )
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from node.db.audit import audit_events
+
+    rows = audit_events(
+        _database(_settings(args)), study_uid=args.study, since=args.since, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        who = row["ae_title"] or "-"
+        print(
+            f"{row['at'][:19].replace('T', ' ')}  {row['kind']:<8} {row['status']:<7} "
+            f"{row['instances']:>4}  {who:<16} {row['peer'] or '-':<22} {row['study_uid'] or '-'}"
+        )
+    return 0
+
+
 def _peer(args: argparse.Namespace, settings: Settings) -> Peer:
     from node.dicom.scu import Peer
 
@@ -174,6 +290,30 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_admin_options(name: str, parser: argparse.ArgumentParser) -> None:
+    from node.db.models import StudyState
+
+    since = {"type": _since, "metavar": "WHEN", "help": "ISO date/time (UTC) or age: 12h, 7d"}
+    if name in ("studies", "audit"):
+        parser.add_argument("--since", **since)  # type: ignore[arg-type]
+        parser.add_argument("--limit", type=int, default=50, help="rows shown (default: 50)")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    if name == "studies":
+        parser.add_argument(
+            "--state", choices=[s.value for s in StudyState], help="only this state"
+        )
+    elif name == "audit":
+        parser.add_argument("--study", metavar="STUDY_UID", help="only this study")
+    elif name in ("show", "reprocess"):
+        parser.add_argument("study_uid", metavar="STUDY_UID", help="Study Instance UID")
+    elif name == "retry":
+        parser.add_argument("study_uid", nargs="?", metavar="STUDY_UID", help="Study Instance UID")
+        parser.add_argument("--failed", action="store_true", help="retry every failed study")
+    elif name == "purge":
+        parser.add_argument("--dry-run", action="store_true", help="only say what would go")
+        parser.add_argument("--days", type=float, help="override retention.days")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand has a one-line description."""
     parser = argparse.ArgumentParser(
@@ -189,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "count studies by state and list the latest ones", _cmd_status),
         ("echo", "C-ECHO a DICOM peer (this node by default)", _cmd_echo),
         ("send", "C-STORE files or folders to a DICOM peer", _cmd_send),
+        ("studies", "list studies with state, score and timings", _cmd_studies),
+        ("show", "everything known about one study (JSON)", _cmd_show),
+        ("retry", "retry a failed study: re-send, else re-infer", _cmd_retry),
+        ("reprocess", "infer a study again; new results supersede", _cmd_reprocess),
+        ("purge", "delete finished studies past retention.days", _cmd_purge),
+        ("audit", "audit trail: what came from whom, went where", _cmd_audit),
     ]
     for name, summary, func in commands:
         p = sub.add_parser(name, help=summary, description=summary)
@@ -204,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "send":
             p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
             p.add_argument("--quiet", action="store_true", help="no progress line")
+        _add_admin_options(name, p)
     return parser
 
 

@@ -11,13 +11,15 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from node.admin import purge
 from node.config import CompletionSettings, EligibilityRule
 from node.db import SessionFactory
 from node.pipeline.completion import Completed, complete_due_studies
 from node.pipeline.delivery import Sender
 from node.pipeline.worker import InferenceWorker
+from node.spool import Spool
 
-__all__ = ["complete_studies", "deliver_results", "infer_queued"]
+__all__ = ["complete_studies", "deliver_results", "infer_queued", "purge_finished"]
 
 log = structlog.get_logger(__name__)
 
@@ -57,3 +59,21 @@ def infer_queued(worker: InferenceWorker, stop: threading.Event) -> int:
 def deliver_results(sender: Sender, stop: threading.Event) -> int:
     """Job: deliver due result objects until nothing is due (or the node stops)."""
     return _until_idle("deliver_results", sender.step, stop)
+
+
+def purge_finished(session_factory: SessionFactory, spool: Spool, days: float) -> int:
+    """Job: apply the retention period (``retention.days``); returns studies purged."""
+    try:
+        report = purge(session_factory, spool, days)
+    except Exception:
+        log.exception("job.failed", job="purge_finished")
+        return 0
+    if report.studies or report.audit_events:
+        log.info(
+            "retention.purged",
+            studies=len(report.studies),
+            files=report.files,
+            bytes=report.bytes,
+            audit_events=report.audit_events,
+        )
+    return len(report.studies)

@@ -55,9 +55,8 @@ class AssociationAudit:
         answer = StoreAnswer(str(command.AffectedSOPInstanceUID or ""), int(command.Status))
         self.counters.add("instances_received", status=f"0x{answer.status:04X}")
         with self._lock:
-            entry = self._open.get(id(event.assoc))
-            if entry is not None:
-                entry[1].append(answer)
+            # setdefault: an association may have been established before we were bound
+            self._open.setdefault(id(event.assoc), (utcnow(), []))[1].append(answer)
 
     def on_close(self, event: evt.Event) -> None:
         with self._lock:

@@ -1,0 +1,29 @@
+"""What the monitoring endpoints read: the running node's parts, passed in by the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.config import Settings
+from node.counters import Counters
+from node.db import SessionFactory
+from node.spool import Spool
+
+__all__ = ["NodeView"]
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """Read-only handles on a running node.
+
+    ``listener_port`` returns the port the DICOM listener is bound to, or ``None`` when it
+    is not running; ``model`` names the loaded model (``None``: no model loaded).
+    """
+
+    settings: Settings
+    session_factory: SessionFactory
+    spool: Spool
+    counters: Counters
+    listener_port: Callable[[], int | None]
+    model: Callable[[], str | None]
