@@ -126,9 +126,7 @@ def test_results_go_to_a_tls_destination(
     storescp_tls: tuple[int, Path], synthetic: Callable[..., Path], pki: Pki
 ) -> None:
     port, folder = storescp_tls
-    tls = ClientTls(
-        ca_certificates=pki.ca, certificate=pki.client_cert, private_key=pki.client_key
-    )
+    tls = ClientTls(ca_certificates=pki.ca, certificate=pki.client_cert, private_key=pki.client_key)
     peer = Peer("127.0.0.1", port, "PACS", timeout=10, tls=tls)
     assert wait_until(lambda: _echo_ok(peer), timeout=30, every=0.2)
     datasets = [dcmread(f) for f in sorted(synthetic(studies=1, seed=11).rglob("*.dcm"))]
