@@ -76,3 +76,28 @@ bench-inference: $(VENV)/.installed-run
 .PHONY: bench-ingest
 bench-ingest: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+# The shipped demo ensemble (models/demo), reproduced on CPU in about 40 minutes:
+# synthetic studies -> one training run per architecture -> temperatures, weights and
+# thresholds on the validation studies -> export -> evaluation on held-out studies,
+# recorded in the card. See docs/training.md.
+DEMO_DIR ?= var/demo
+# architecture:epochs of each member
+DEMO_MEMBERS ?= breast_cnn_small:8 mobilenetv3_small_050:4 lcnet_050:4
+.PHONY: demo-model
+demo-model: $(VENV)/.installed-test
+	$(BIN)/breast-train synth --out $(DEMO_DIR)/train --studies 250 --seed 101
+	$(BIN)/breast-train synth --out $(DEMO_DIR)/val --studies 60 --seed 202
+	$(BIN)/breast-train synth --out $(DEMO_DIR)/test --studies 80 --seed 303
+	for member in $(DEMO_MEMBERS); do \
+	  arch=$${member%%:*}; \
+	  $(BIN)/breast-train train --config training/configs/demo.yaml --quiet \
+	    --set model.architecture=$$arch --set optim.epochs=$${member##*:} \
+	    --set output=$(DEMO_DIR)/runs/$$arch || exit 1; \
+	done
+	$(BIN)/breast-train export \
+	  $(foreach m,$(DEMO_MEMBERS),--run $(DEMO_DIR)/runs/$(firstword $(subst :, ,$(m)))) \
+	  --val-data $(DEMO_DIR)/val --out models/demo --name demo --version 1.0.0 \
+	  --card training/configs/demo-card.yaml --tta flip --weights nll --half
+	$(BIN)/breast-train evaluate --model models/demo --data $(DEMO_DIR)/test --record \
+	  --plots $(DEMO_DIR)/plots

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -147,6 +148,175 @@ def _add_synth_sheet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(func=_cmd_synth_sheet)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.config import ConfigError, load_config
+    from training.train import train
+
+    try:
+        config = load_config(args.config, args.set)
+        result = train(config, resume=args.resume, progress=not args.quiet)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
+    print(
+        f"trained {config.model.architecture} for {result.epochs_run} epochs; best validation "
+        f"AUC {result.best_auc:.4f} at epoch {result.best_epoch}; run folder {result.output}"
+    )
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train one model from a YAML config (torchrun for several GPUs)",
+        description="Train one model from a YAML config; see training/configs/demo.yaml.",
+    )
+    parser.add_argument("--config", type=Path, required=True, metavar="YAML", help="config file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. model.architecture=lcnet_050 (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_cmd_train)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from node.errors import ModelError
+    from training.export import ExportOptions, export_model
+
+    try:
+        card = export_model(
+            ExportOptions(
+                runs=tuple(args.run),
+                val_data=args.val_data,
+                dataset=args.dataset,
+                out=args.out,
+                name=args.name,
+                version=args.version,
+                card_fields=args.card,
+                tta=args.tta,
+                weights=args.weights,
+                half=args.half,
+                progress=True,
+            )
+        )
+    except (ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    members = ", ".join(
+        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
+        for m in card.ensemble.members
+    )
+    print(f"wrote {args.out}: {members}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="calibrate trained runs on validation data and write a node model folder",
+        description=(
+            "Fit each run's temperature and the ensemble weights on validation data, choose "
+            "thresholds for 90 %% and 95 %% sensitivity, and write models/<name>/."
+        ),
+    )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a training run folder (repeatable: one ensemble member each)",
+    )
+    parser.add_argument("--val-data", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--dataset", default="auto", help="dataset kind of --val-data")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="model folder")
+    parser.add_argument("--name", required=True, help="model name in the card")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="card fields to set (description, intended_use, training_data, ...)",
+    )
+    parser.add_argument("--tta", choices=("none", "flip", "multi"), default="flip")
+    parser.add_argument(
+        "--weights",
+        choices=("nll", "auc", "equal"),
+        default="nll",
+        help="how ensemble weights are fitted on validation",
+    )
+    parser.add_argument("--half", action="store_true", help="store weights as float16")
+    parser.set_defaults(func=_cmd_export)
+
+
+def _quiet_node_logs() -> None:
+    """The node's structured logs to stderr, warnings only: stdout carries the results."""
+    from node.config import LoggingSettings
+    from node.log import configure_logging
+
+    configure_logging(LoggingSettings(level="WARNING", format="console"), stream=sys.stderr)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from node.errors import ModelError
+    from training.evaluate import evaluate_model
+
+    _quiet_node_logs()
+
+    try:
+        report = evaluate_model(
+            args.model,
+            args.data,
+            dataset=args.dataset,
+            plots=args.plots,
+            record=args.record,
+            resamples=args.bootstrap,
+            seed=args.seed,
+            progress=not args.json,
+        )
+    except (ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from training.evaluate import summary
+
+        print(summary(report))
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="evaluate a model folder on a labelled dataset, as the node would run it",
+        description=(
+            "AUC with bootstrap CI, sensitivity/specificity, calibration, CAM localisation."
+        ),
+    )
+    parser.add_argument("--model", type=Path, required=True, metavar="DIR", help="model folder")
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder")
+    parser.add_argument("--dataset", default="auto", help="dataset kind (default: detect)")
+    parser.add_argument("--plots", type=Path, default=None, metavar="DIR", help="write PNG plots")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument(
+        "--record", action="store_true", help="write the metrics into the model card"
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="CI resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.set_defaults(func=_cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every subcommand has a one-line description."""
     parser = argparse.ArgumentParser(
@@ -157,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_synth(sub)
     _add_synth_sheet(sub)
+    _add_train(sub)
+    _add_export(sub)
+    _add_evaluate(sub)
     return parser
 
 

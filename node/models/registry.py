@@ -22,6 +22,8 @@ ARCHITECTURES: tuple[str, ...] = (
     "resnet50",
     "densenet121",
     "convnext_tiny",
+    "mobilenetv3_small_050",
+    "lcnet_050",
 )
 """Architecture names a model card may use."""
 

@@ -1,0 +1,38 @@
+"""The shipped demo ensemble: it loads through the node exactly as ``make run`` would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import InferenceSettings
+from node.models.folder import load_model_folder
+from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
+from training.datasets import load_dataset
+
+DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
+
+
+def test_demo_folder_matches_its_card() -> None:
+    model = load_model_folder(DEMO)  # hashes, architectures, keys and shapes
+    card = model.card
+    assert card.name == "demo"
+    assert len({m.spec.architecture for m in model.members}) >= 3
+    text = f"{card.description} {card.intended_use}".lower()
+    assert "synthetic" in text and "not for clinical use" in text
+    assert card.training_data.datasets == ("synthetic",)
+    size = sum(p.stat().st_size for p in DEMO.glob("*.safetensors"))
+    assert size <= 30 * 2**20
+    for key in ("auc_image", "auc_image_ci95_low", "auc_image_ci95_high", "cam_localisation"):
+        assert key in card.metrics.values
+
+
+def test_demo_model_scores_a_synthetic_study(synthetic) -> None:  # type: ignore[no-untyped-def]
+    samples = load_dataset("synthetic", synthetic(studies=1, seed=4))
+    engine = InferenceEngine.load(DEMO, InferenceSettings(device="cpu", max_regions=1))
+    study = StudyInput(samples[0].study_id, tuple(ImageInput(s.path, s.image_id) for s in samples))
+    (result,) = engine.infer_studies([study])
+    assert len(result.images) == 4
+    assert all(0.0 <= i.probability <= 1.0 for i in result.images)
+    assert result.score == pytest.approx(max(i.probability for i in result.images))

@@ -1,0 +1,134 @@
+"""Export trained runs, then load and run them through the node; evaluate from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node.config import InferenceSettings
+from node.models.folder import load_model_folder
+from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
+from training.cli import main
+from training.config import TrainConfig
+from training.datasets import load_dataset
+from training.evaluate import evaluate_model
+from training.export import ExportOptions, export_model
+from training.train import train
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_data: tuple[Path, Path],
+) -> list[Path]:
+    """Two one-epoch runs of different architectures on the tiny data."""
+    base = tmp_path_factory.mktemp("runs")
+    folders = []
+    for arch in ("breast_cnn_small", "lcnet_050"):
+        config = TrainConfig.model_validate(
+            {
+                "seed": 1,
+                "output": str(base / arch),
+                "data": {
+                    "root": str(tiny_data[0]),
+                    "val_root": str(tiny_data[1]),
+                    "cache_dir": str(base / "cache"),
+                },
+                "model": {"architecture": arch, "height": 64, "width": 32},
+                "optim": {"epochs": 1, "batch_size": 8},
+                "device": "cpu",
+            }
+        )
+        train(config, progress=False)
+        folders.append(base / arch)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def exported(
+    runs: list[Path], tiny_data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    export_model(
+        ExportOptions(runs=tuple(runs), val_data=tiny_data[1], out=out, name="tiny", half=True)
+    )
+    return out
+
+
+def test_export_loads_through_the_node(exported: Path, tiny_data: tuple[Path, Path]) -> None:
+    model = load_model_folder(exported)  # checks hashes, architectures, keys and shapes
+    card = model.card
+    assert [m.spec.architecture for m in model.members] == ["breast_cnn_small", "lcnet_050"]
+    assert sum(m.spec.weight for m in model.members) == pytest.approx(1.0, abs=1e-3)
+    assert all(0.05 <= m.spec.temperature <= 20 for m in model.members)
+    assert [p.name for p in card.operating_points] == ["sens90", "sens95"]
+    assert card.operating_points[1].threshold <= card.operating_points[0].threshold
+    assert (card.input.height, card.input.width) == (64, 32)
+    assert (exported / "breast_cnn_small-metrics.csv").is_file()
+
+    samples = load_dataset("synthetic", tiny_data[1])
+    study = samples[0].study_id
+    images = tuple(ImageInput(s.path, s.image_id) for s in samples if s.study_id == study)
+    engine = InferenceEngine.load(exported, InferenceSettings(device="cpu", batch_size=4))
+    (result,) = engine.infer_studies([StudyInput(study, images)])
+    assert len(result.images) == 4 and 0.0 <= result.score <= 1.0
+    assert set(result.images[0].member_probabilities) == {"breast_cnn_small", "lcnet_050"}
+
+
+def test_export_rejects_mismatched_runs(
+    runs: list[Path], tiny_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="not a finished training run"):
+        export_model(
+            ExportOptions(
+                runs=(runs[0], tmp_path), val_data=tiny_data[1], out=tmp_path / "m", name="x"
+            )
+        )
+
+
+def test_evaluate_reports_and_records(
+    exported: Path, tiny_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    report = evaluate_model(
+        exported, tiny_data[1], plots=tmp_path / "plots", record=True, resamples=50
+    )
+    assert 0.0 <= report["auc"] <= 1.0
+    assert report["image"]["n"] == 16 and report["study"]["n"] == 4
+    assert report["breast"]["n"] == 8
+    assert sum(map(sum, report["confusion_matrix"])) == 16
+    assert report["cam_localisation"] is None or 0.0 <= report["cam_localisation"] <= 1.0
+    names = {Path(p).name for p in report["plots"]}
+    assert names == {"roc.png", "confusion.png", "calibration.png", "training.png"}
+    card = load_model_folder(exported).card  # still loads: weights untouched
+    assert card.metrics.values["auc_image"] == pytest.approx(report["auc"], abs=1e-4)
+
+
+def test_evaluate_cli_json(
+    exported: Path, tiny_data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(exported),
+            "--data",
+            str(tiny_data[1]),
+            "--json",
+            "--bootstrap",
+            "20",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "auc" in report and len(report["auc_ci95"]) == 2
+
+
+def test_cli_train_reports_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {root: x}\nloss: {kind: hinge}\n", encoding="utf-8")
+    assert main(["train", "--config", str(path)]) == 1
+    assert "loss.kind" in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""From samples to training tensors, through the node's own preprocessing.
+
+Every image goes through :mod:`node.pipeline.preprocess` exactly as the node
+would run it (DICOM: :func:`~node.pipeline.preprocess.preprocess_dataset`;
+PNG/JPEG datasets: the same crop/flip/resize via
+:func:`~node.pipeline.preprocess.preprocess_array`). That runs once per image:
+the result is cached as ``.npy`` under the cache folder, keyed by the file and
+the input contract, so later epochs and later runs only read arrays.
+Augmentation then runs on the cached tensors (:mod:`training.augment`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from node.pipeline.preprocess import (
+    Geometry,
+    Preprocessed,
+    PreprocessOptions,
+    preprocess_array,
+    preprocess_dataset,
+    read_dataset,
+    resize_and_pad,
+)
+from training.augment import Augmenter
+from training.datasets.sample import Sample, lesion_mask
+
+__all__ = [
+    "CachedImage",
+    "ImageDataset",
+    "cache_images",
+    "label_index",
+    "mask_to_model",
+    "preprocess_sample",
+]
+
+
+def label_index(label: str, labels: Sequence[str]) -> int:
+    """Index of a sample label among the model's labels.
+
+    With two labels (``normal``/``malignant`` or similar) a benign image counts
+    as not malignant.
+    """
+    if label in labels:
+        return list(labels).index(label)
+    if label == "malignant":
+        raise ValueError(f"labels {list(labels)} have no 'malignant'")
+    negatives = [i for i, name in enumerate(labels) if name != "malignant"]
+    return negatives[0]
+
+
+def _read_image_file(path: Path) -> npt.NDArray[np.float32]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        mode = img.mode
+        if mode in ("I;16", "I;16B", "I"):
+            arr = np.asarray(img, dtype=np.float32)
+            return (arr / max(float(arr.max()), 1.0)).astype(np.float32)
+        return (np.asarray(img.convert("L"), dtype=np.float32) / 255.0).astype(np.float32)
+
+
+def preprocess_sample(sample: Sample, options: PreprocessOptions) -> Preprocessed:
+    """The model input of one sample, as the node computes it."""
+    if sample.is_dicom:
+        return preprocess_dataset(read_dataset(sample.path), options)
+    side = sample.laterality if sample.laterality in ("L", "R") else None
+    return preprocess_array(
+        _read_image_file(sample.path),
+        sample.modality,
+        side,  # type: ignore[arg-type]
+        options,
+        laterality_source="dataset",
+    )
+
+
+def mask_to_model(mask: npt.NDArray[np.bool_], geometry: Geometry) -> npt.NDArray[np.bool_]:
+    """A mask on the original image carried through the crop, flip and resize."""
+    top, left, bottom, right = geometry.crop
+    region = mask[top:bottom, left:right].astype(np.float32)
+    if geometry.flipped:
+        region = region[:, ::-1]
+    out, _, _ = resize_and_pad(region, *geometry.input_shape)
+    return out >= 0.5
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """A preprocessed image on disk and its label index."""
+
+    image: Path
+    mask: Path | None
+    target: int
+
+
+def _key(sample: Sample, options: PreprocessOptions) -> str:
+    stat = sample.path.stat()
+    text = (
+        f"{sample.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{options}|"
+        f"{[str(p) for p in sample.mask_paths]}|{sample.shapes}"
+    )
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def cache_images(
+    samples: Sequence[Sample],
+    options: PreprocessOptions,
+    labels: Sequence[str],
+    cache_dir: Path,
+    *,
+    progress: bool = False,
+) -> list[CachedImage]:
+    """Preprocess every sample once into ``cache_dir`` (``.npy``) and return the entries."""
+    from training.progress import progress_bar
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for sample in progress_bar(samples, "preprocess", enabled=progress):
+        key = _key(sample, options)
+        image_path = cache_dir / f"{key}.npy"
+        mask_path = cache_dir / f"{key}-mask.npy"
+        if not image_path.exists():
+            result = preprocess_sample(sample, options)
+            rows, cols = result.geometry.original_shape
+            mask = lesion_mask(sample, rows, cols)
+            if mask is not None:
+                _save(mask_path, mask_to_model(mask, result.geometry))
+            _save(image_path, result.image.astype(np.float32))
+        entries.append(
+            CachedImage(
+                image=image_path,
+                mask=mask_path if mask_path.exists() else None,
+                target=label_index(sample.label, labels),
+            )
+        )
+    return entries
+
+
+def _save(path: Path, array: npt.NDArray[np.generic]) -> None:
+    # write then rename, so an interrupted run never leaves a truncated cache entry
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Cached images as ``(1, H, W)`` tensors in ``[0, 1]`` with their label index.
+
+    Augmentation is seeded per ``(seed, epoch, index)``: set :attr:`epoch` before
+    each epoch and the same epoch always sees the same augmented images,
+    whatever the number of workers or a resume in between.
+    """
+
+    def __init__(
+        self, entries: Sequence[CachedImage], augmenter: Augmenter | None = None, seed: int = 0
+    ) -> None:
+        self.entries = list(entries)
+        self.augmenter = augmenter
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def targets(self) -> list[int]:
+        return [e.target for e in self.entries]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        entry = self.entries[index]
+        image = torch.from_numpy(np.load(entry.image))[None]
+        if self.augmenter is not None:
+            generator = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+            )
+            image = self.augmenter(image, generator)
+        return image, entry.target
