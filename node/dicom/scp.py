@@ -127,6 +127,9 @@ def read_facts(
     Raises :class:`DataSetError` (unparsable) or :class:`MissingUIDError`.
     """
     ds = read_header(path)
+    for keyword in _HEADER_KEYWORDS[:4]:
+        if keyword in ds and ds[keyword].VR != "UI":  # e.g. a UID that claims to be a sequence
+            raise DataSetError(f"{keyword} has VR {ds[keyword].VR}, not UI")
     try:
         uids = {kw: _text(ds, kw) for kw in _HEADER_KEYWORDS[:4]}
         missing = [kw for kw, value in uids.items() if not value]
