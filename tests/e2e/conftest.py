@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from node.app import NodeService
 from node.config import Settings, load_settings
-from node.db import DeliveryRef, Study, deliveries_of, open_database
+from node.db import DeliveryRef, SessionFactory, Study, deliveries_of, open_database
 from tests.conftest import free_port, wait_until, write_config
 from tests.helpers.models import write_random_model_folder
 from tests.helpers.node import StoreSCP
@@ -110,9 +110,28 @@ def storescu(port: int, files: list[Path], ae_title: str = "BREAST_AI") -> None:
     )
 
 
+_DATABASES: dict[str, SessionFactory] = {}
+
+
+def database(url: str) -> SessionFactory:
+    """One session factory per database for the whole run: polling must not open
+    (and migrate) a database many times a second beside the node under test."""
+    if url not in _DATABASES:
+        _DATABASES[url] = open_database(url)
+    return _DATABASES[url]
+
+
+@pytest.fixture(autouse=True)
+def _close_databases() -> Iterator[None]:
+    yield
+    for factory in _DATABASES.values():
+        factory.kw["bind"].dispose()
+    _DATABASES.clear()
+
+
 def study_row(settings: Settings) -> Study | None:
     """The only study in the node's database (``None`` before it arrives)."""
-    with open_database(settings.storage.database)() as session:
+    with database(settings.storage.database)() as session:
         return session.scalars(select(Study)).one_or_none()
 
 
@@ -132,7 +151,7 @@ def wait_for_state(settings: Settings, *states: str, timeout: float = 120) -> St
 
 def deliveries(settings: Settings) -> list[DeliveryRef]:
     row = study_row(settings)
-    return [] if row is None else deliveries_of(open_database(settings.storage.database), row.id)
+    return [] if row is None else deliveries_of(database(settings.storage.database), row.id)
 
 
 def read_all(files: list[Path]) -> list[Dataset]:
@@ -166,6 +185,7 @@ def load(config: Path) -> Settings:
 
 __all__ = [
     "ALL_OBJECTS",
+    "database",
     "deliveries",
     "e2e_config",
     "free_port",

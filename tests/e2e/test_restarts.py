@@ -14,9 +14,10 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from node.db import Result, events_of, open_database
+from node.db import Result, events_of
 from tests.conftest import free_port, wait_until
 from tests.e2e.conftest import (
+    database,
     deliveries,
     e2e_config,
     load,
@@ -79,7 +80,7 @@ def test_kill_minus_nine_while_inferring_and_sending_delivers_once(
     assert len(list(folder.rglob("*.dcm"))) == expected
     assert not [f for f in folder.rglob("*") if f.name.endswith(".part")]
 
-    db = open_database(settings.storage.database)
+    db = database(settings.storage.database)
     with db() as session:
         assert len(session.scalars(select(Result)).all()) == 1
     study = study_row(settings)
