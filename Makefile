@@ -10,7 +10,7 @@ CONFIG ?= config/node.yaml
 PYTEST_ARGS ?=
 
 # Debian packages the tests drive as real peers and validators.
-DEBIAN_TEST_PACKAGES := dcmtk dicom3tools orthanc libpixelmed-java default-jre-headless
+DEBIAN_TEST_PACKAGES := dcmtk dicom3tools orthanc libpixelmed-java default-jre-headless chromium
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
 .PHONY: run test system-deps venv lint typecheck clean help
@@ -18,6 +18,7 @@ SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo
 help:
 	@echo "make run    set up and start the node (config: $(CONFIG))"
 	@echo "make test   set up and run the test suite"
+	@echo "make demo   a local Orthanc and the node with synthetic studies (make demo-stop)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +43,7 @@ run: $(VENV)/.installed-run $(CONFIG)
 
 system-deps:
 	@missing=""; \
-	for cmd in storescu dciodvfy Orthanc java; do \
+	for cmd in storescu dciodvfy Orthanc java chromium; do \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing=1; \
 	done; \
 	[ -f /usr/share/java/pixelmed.jar ] || missing=1; \
@@ -76,6 +77,17 @@ bench-inference: $(VENV)/.installed-run
 .PHONY: bench-ingest
 bench-ingest: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+# A local Orthanc (routing script from deploy/orthanc/) and the node, a few synthetic
+# studies pushed into Orthanc, results back in Orthanc; data under var/demo/. Stays up
+# until Ctrl-C or `make demo-stop`. Uses models/demo when present (make demo-model).
+.PHONY: demo demo-stop
+demo: system-deps $(VENV)/.installed-run
+	$(BIN)/python -m deploy.demo.run $(DEMO_ARGS)
+
+demo-stop:
+	@if [ -f var/demo/pids ]; then kill -TERM $$(tail -n 1 var/demo/pids) && echo "stopping the demo"; \
+	else echo "no demo running (var/demo/pids is missing)"; fi
 
 # The shipped demo ensemble (models/demo), reproduced on CPU in about 40 minutes:
 # synthetic studies -> one training run per architecture -> temperatures, weights and
