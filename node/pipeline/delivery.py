@@ -187,6 +187,7 @@ class Sender:
             dimse_timeout=sending.dimse_timeout,
             network_timeout=sending.network_timeout,
             max_pdu=sending.max_pdu,
+            tls=destination.tls,
         )
         results: list[StoreOutcome | None] = []
         datasets: list[Dataset] = []
