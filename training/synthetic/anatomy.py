@@ -37,7 +37,7 @@ Float = NDArray[np.float32]
 
 #: Display value of fatty tissue, of fibroglandular tissue and of the pectoral muscle.
 MU_FAT = 1350.0
-MU_GLAND = 2050.0
+MU_GLAND = 1950.0
 MU_MUSCLE = 2600.0
 
 #: Fraction of the breast area that is fibroglandular, by ACR density category.

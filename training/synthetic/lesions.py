@@ -77,16 +77,16 @@ def draw_lesion(
     size_scale = difficulty**-0.35
     contrast_scale = difficulty**-0.8
     radius = {
-        "circumscribed_mass": rng.uniform(5.0, 11.0),
+        "circumscribed_mass": rng.uniform(5.0, 10.0),
         "round_calcifications": rng.uniform(10.0, 20.0),
-        "spiculated_mass": rng.uniform(5.5, 10.0),
-        "irregular_mass": rng.uniform(7.0, 13.0),
-        "pleomorphic_calcifications": rng.uniform(5.5, 10.0),
-        "architectural_distortion": rng.uniform(13.0, 22.0),
+        "spiculated_mass": rng.uniform(7.0, 12.0),
+        "irregular_mass": rng.uniform(8.5, 15.0),
+        "pleomorphic_calcifications": rng.uniform(7.0, 12.0),
+        "architectural_distortion": rng.uniform(15.0, 25.0),
     }[kind] * size_scale
     # high density is a sign of malignancy; benign masses (cysts, fibroadenomas) are
     # about as dense as fibroglandular tissue
-    low, high = (0.6, 1.0) if label == "malignant" else (0.35, 0.65)
+    low, high = (0.6, 1.0) if label == "malignant" else (0.3, 0.6)
     contrast = float(rng.uniform(low, high)) * contrast_scale
     # a minority of lesions is subtle: small and faint (more of them when harder)
     if rng.random() < min(0.15 * difficulty, 0.6):
@@ -288,7 +288,7 @@ def _round_calcs(
 def _pleomorphic_calcs(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
-    count = int(rng.integers(22, 42))
+    count = int(rng.integers(30, 55))
     points = []
     # some follow a duct (linear, branching), the rest cluster around it
     axis = float(rng.uniform(0, math.pi)) + turn
