@@ -95,7 +95,7 @@ demo-stop:
 # recorded in the card. See docs/training.md.
 DEMO_DIR ?= var/demo
 # architecture:epochs of each member
-DEMO_MEMBERS ?= breast_cnn_small:8 mobilenetv3_small_050:4 lcnet_050:4
+DEMO_MEMBERS ?= breast_cnn_small:30 mobilenetv3_small_050:10 lcnet_050:10
 .PHONY: demo-model
 demo-model: $(VENV)/.installed-test
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/train --studies 250 --seed 101
