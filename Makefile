@@ -104,6 +104,8 @@ demo-model: $(VENV)/.installed-test
 	for member in $(DEMO_MEMBERS); do \
 	  arch=$${member%%:*}; \
 	  $(BIN)/breast-train train --config training/configs/demo.yaml --quiet \
+	    --set data.root=$(DEMO_DIR)/train --set data.val_root=$(DEMO_DIR)/val \
+	    --set data.cache_dir=$(DEMO_DIR)/cache \
 	    --set model.architecture=$$arch --set optim.epochs=$${member##*:} \
 	    --set output=$(DEMO_DIR)/runs/$$arch || exit 1; \
 	done

@@ -12,6 +12,7 @@ Augmentation then runs on the cached tensors (:mod:`training.augment`).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +146,9 @@ def cache_images(
 
 
 def _save(path: Path, array: npt.NDArray[np.generic]) -> None:
-    # write then rename, so an interrupted run never leaves a truncated cache entry
-    tmp = path.with_suffix(".tmp.npy")
+    # write then rename, so an interrupted run never leaves a truncated cache entry and
+    # runs filling one cache at once never write the same temporary file
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, array)
     tmp.replace(path)
 
