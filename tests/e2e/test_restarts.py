@@ -14,8 +14,9 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from node.db import Result, events_of
+from node.db import Instance, Result, Study, deliveries_of, events_of
 from tests.conftest import free_port, wait_until
+from tests.dicom.test_crash import send as send_and_log
 from tests.e2e.conftest import (
     database,
     deliveries,
@@ -26,7 +27,7 @@ from tests.e2e.conftest import (
     study_state,
     wait_for_state,
 )
-from tests.helpers.node import BREAST_NODE, Node, StoreSCP
+from tests.helpers.node import BREAST_NODE, Node, StoreSCP, node_status
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -109,3 +110,71 @@ def test_serve_refuses_a_model_whose_weights_do_not_match_its_card(
     assert done.returncode == 1
     assert "error:" in done.stderr and "m0.safetensors" in done.stderr
     assert '"node.started"' not in done.stderr
+
+
+def test_kill_minus_nine_while_receiving_processes_and_delivers_each_study_once(
+    tmp_path: Path,
+    model_dir: Path,
+    synthetic: Callable[..., Path],
+    storescp: Callable[[int], StoreSCP],
+) -> None:
+    """The whole chain after crashes mid-transfer: every acknowledged instance is kept,
+    every study is inferred and its results reach both destinations, none twice."""
+    rng = random.Random(20261122)
+    files = sorted(synthetic(studies=3, seed=41, size="small").rglob("*.dcm"))
+    uid_of = {f: str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    port = free_port()
+    pacs = storescp(port)
+    config = e2e_config(tmp_path, model_dir, port, completion={"quiet_seconds": 3})
+    settings = load(config)
+    node = Node(config, tmp_path / "node.log")
+    acks = tmp_path / "acked.txt"
+    acks.touch()
+    interrupted = 0
+    try:
+        for _cycle in range(3):
+            node.start()
+            acked = set(acks.read_text().split())
+            pending = [f for f in files if uid_of[f] not in acked]
+            # a PACS resends what it has not seen acknowledged, and a few it has
+            resent = rng.sample([f for f in files if uid_of[f] in acked], k=min(2, len(acked)))
+            sender = send_and_log(settings.node.port, acks, resent + pending)
+            time.sleep(rng.uniform(0.0, 0.6))
+            node.kill()
+            interrupted += sender.wait(timeout=60) != 0
+        node.start()
+        acked = set(acks.read_text().split())
+        pending = [f for f in files if uid_of[f] not in acked]
+        if pending:
+            assert send_and_log(settings.node.port, acks, pending).wait(timeout=120) == 0
+        db = database(settings.storage.database)
+
+        def all_done() -> bool:
+            with db() as session:
+                states = [s.state for s in session.scalars(select(Study))]
+            return len(states) == 3 and set(states) == {"done"}
+
+        assert wait_until(all_done, timeout=240, every=0.2), node_status(config)["studies"]
+    finally:
+        node.stop()
+
+    assert interrupted >= 1, "at least one kill should land while instances are in flight"
+    assert set(acks.read_text().split()) == set(uid_of.values())
+    with db() as session:
+        kept = set(session.scalars(select(Instance.sop_instance_uid)))
+        results = session.scalars(select(Result)).all()
+        studies = session.scalars(select(Study)).all()
+    assert set(uid_of.values()) <= kept
+    # one result per study generation, and each study's latest one delivered everywhere
+    assert len({(r.study_id, r.generation) for r in results}) == len(results)
+    sent = [d for s in studies for d in deliveries_of(db, s.id) if d.state.value == "sent"]
+    for name, received in (
+        ("pacs", pacs.files()),
+        ("drop", sorted((tmp_path / "var" / "drop").rglob("*.dcm"))),
+    ):
+        uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in received]
+        assert len(uids) == len(set(uids)), f"{name} received an object twice"
+        assert set(uids) == {d.sop_instance_uid for d in sent if d.destination == name}
+        assert {
+            str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in received
+        } == {s.study_uid for s in studies}
