@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.models.registry import ARCHITECTURES
+from node.models.registry import ARCHITECTURES, GLOBAL_POOLS
 
 __all__ = [
     "AugmentConfig",
@@ -67,6 +67,9 @@ class ModelConfig(_Section):
     """The architecture and its input contract (becomes the card's ``input``)."""
 
     architecture: str = "breast_cnn_small"
+    global_pool: str | None = None
+    """Global pooling (``avg``, ``max``, ``avgmax``, ``catavgmax``); unset: the
+    architecture's default. Written to the card's member."""
     height: int = Field(default=512, ge=32, le=8192)
     width: int = Field(default=256, ge=32, le=8192)
     channels: Literal[1, 3] = 1
@@ -78,6 +81,10 @@ class ModelConfig(_Section):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
                 f"unknown architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}"
+            )
+        if self.global_pool is not None and self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(
+                f"unknown global_pool {self.global_pool!r}; known: {', '.join(GLOBAL_POOLS)}"
             )
         if "malignant" not in self.labels or len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique and include 'malignant'")

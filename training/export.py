@@ -65,6 +65,7 @@ class Run:
     folder: Path
     name: str
     architecture: str
+    global_pool: str | None
     input: InputSpec
     labels: tuple[str, ...]
     modalities: tuple[str, ...]
@@ -82,8 +83,12 @@ def load_run(folder: Path) -> Run:
     config = info["config"]
     labels = tuple(config["model"]["labels"])
     spec = InputSpec.model_validate(info["input"])
+    global_pool = config["model"].get("global_pool")
     model = create_model(
-        config["model"]["architecture"], num_classes=len(labels), in_chans=spec.channels
+        config["model"]["architecture"],
+        num_classes=len(labels),
+        in_chans=spec.channels,
+        global_pool=global_pool,
     )
     model.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", folder.name).lstrip("._-") or "member"
@@ -91,6 +96,7 @@ def load_run(folder: Path) -> Run:
         folder=folder,
         name=name,
         architecture=config["model"]["architecture"],
+        global_pool=global_pool,
         input=spec,
         labels=labels,
         modalities=tuple(config["model"]["modalities"]),
@@ -204,6 +210,7 @@ def _card_data(
                 {
                     "name": run.name,
                     "architecture": run.architecture,
+                    **({"global_pool": run.global_pool} if run.global_pool else {}),
                     "weight": round(float(w), 4),
                     "temperature": round(float(t), 4),
                     "metrics": m,

@@ -209,7 +209,10 @@ def _train(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool)
 
     torch.manual_seed(config.seed)
     model: nn.Module = create_model(
-        config.model.architecture, num_classes=len(labels), in_chans=config.model.channels
+        config.model.architecture,
+        num_classes=len(labels),
+        in_chans=config.model.channels,
+        global_pool=config.model.global_pool,
     ).to(device)
     core = model
     if info.enabled:

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.errors import ModelError
-from node.models.registry import ARCHITECTURES
+from node.models.registry import ARCHITECTURES, GLOBAL_POOLS
 from node.pipeline.preprocess import PreprocessOptions
 
 __all__ = [
@@ -96,6 +96,9 @@ class MemberSpec(_Frozen):
 
     name: Identifier
     architecture: str
+    global_pool: str | None = None
+    """Global pooling the member was trained with (``avg``, ``max``, ``avgmax``,
+    ``catavgmax``); unset: the architecture's default (average)."""
     weights: str
     """File name of the member's safetensors file, inside the model folder."""
     sha256: str
@@ -112,6 +115,13 @@ class MemberSpec(_Frozen):
     def _known_architecture(cls, value: str) -> str:
         if value not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
+        return value
+
+    @field_validator("global_pool")
+    @classmethod
+    def _known_pool(cls, value: str | None) -> str | None:
+        if value is not None and value not in GLOBAL_POOLS:
+            raise ValueError(f"unknown global_pool {value!r}; known: {', '.join(GLOBAL_POOLS)}")
         return value
 
     @field_validator("weights")

@@ -102,7 +102,10 @@ def _load_member(folder: Path, card: ModelCard, spec: MemberSpec) -> nn.Module:
         ) from exc
     try:
         model = create_model(
-            spec.architecture, num_classes=len(card.labels), in_chans=card.input.channels
+            spec.architecture,
+            num_classes=len(card.labels),
+            in_chans=card.input.channels,
+            global_pool=spec.global_pool,
         )
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from exc

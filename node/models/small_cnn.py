@@ -1,7 +1,10 @@
 """``breast_cnn_small``: a plain CNN registered with timm, created like any timm model.
 
 A patchify stem (4x4, stride 4) and three stages of 3x3 convolution, batch norm,
-ReLU and 2x2 max pooling, then global average pooling and a linear classifier.
+ReLU and 2x2 max pooling, then global pooling (average by default; ``global_pool``
+chooses ``max``, ``avgmax`` or ``catavgmax`` as in timm) and a linear classifier.
+Max pooling keeps the evidence of one small finding that an average over the
+whole feature map would dilute.
 Stride 32 overall, so a 1024 x 512 input gives a 32 x 16 feature map, the same
 resolution as the other backbones' last feature maps. It is the reference point
 of the benchmarks and the model of the tests.
@@ -13,13 +16,32 @@ mirror-symmetric kernels the network is exactly flip-invariant.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from timm.models import register_model
 from torch import nn
 
-__all__ = ["BreastCNNSmall", "breast_cnn_small"]
+__all__ = ["GLOBAL_POOLS", "BreastCNNSmall", "GlobalPool", "breast_cnn_small", "global_pool_2d"]
+
+GlobalPool = Literal["avg", "max", "avgmax", "catavgmax"]
+"""Global pooling of the last feature map (timm's names)."""
+
+GLOBAL_POOLS: tuple[str, ...] = get_args(GlobalPool)
+
+
+def global_pool_2d(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, C)`` (``(N, 2C)`` for ``catavgmax``)."""
+    if kind == "avg":
+        return x.mean(dim=(2, 3))
+    peak = x.amax(dim=(2, 3))
+    if kind == "max":
+        return peak
+    if kind == "avgmax":
+        return 0.5 * (x.mean(dim=(2, 3)) + peak)
+    if kind == "catavgmax":
+        return torch.cat((x.mean(dim=(2, 3)), peak), dim=1)
+    raise ValueError(f"unknown global_pool {kind!r}; known: {', '.join(GLOBAL_POOLS)}")
 
 
 class BreastCNNSmall(nn.Module):
@@ -30,6 +52,8 @@ class BreastCNNSmall(nn.Module):
         in_chans: input channels.
         widths: channels of the stem and of each stage.
         drop_rate: dropout before the classifier (training only).
+        global_pool: ``avg``, ``max``, ``avgmax`` (mean of the two) or ``catavgmax``
+            (both, concatenated: the classifier sees twice the features).
     """
 
     def __init__(
@@ -38,8 +62,14 @@ class BreastCNNSmall(nn.Module):
         in_chans: int = 1,
         widths: tuple[int, ...] = (16, 32, 64, 128),
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(
+                f"unknown global_pool {global_pool!r}; known: {', '.join(GLOBAL_POOLS)}"
+            )
+        self.global_pool = global_pool
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_features = widths[-1]
@@ -61,8 +91,12 @@ class BreastCNNSmall(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.drop = nn.Dropout(drop_rate)
         self.fc: nn.Module = (
-            nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+            nn.Linear(self._pooled_features, num_classes) if num_classes else nn.Identity()
         )
+
+    @property
+    def _pooled_features(self) -> int:
+        return self.num_features * (2 if self.global_pool == "catavgmax" else 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> last feature map ``(N, widths[-1], H/32, W/32)``."""
@@ -70,7 +104,7 @@ class BreastCNNSmall(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Feature map -> logits ``(N, num_classes)`` (pooled features if ``pre_logits``)."""
-        pooled = self.drop(x.mean(dim=(2, 3)))
+        pooled = self.drop(global_pool_2d(x, self.global_pool))
         return pooled if pre_logits else self.fc(pooled)  # type: ignore[no-any-return]
 
     def get_classifier(self) -> nn.Module:
@@ -78,7 +112,7 @@ class BreastCNNSmall(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.fc = nn.Linear(self._pooled_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

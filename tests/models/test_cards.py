@@ -13,7 +13,7 @@ import yaml
 from node.errors import ModelError
 from node.models.card import CARD_FILE, read_card
 from node.models.folder import load_model_folder, write_model_folder
-from node.models.registry import ARCHITECTURES, create_model
+from node.models.registry import ARCHITECTURES, GLOBAL_POOLS, create_model
 from tests.helpers.models import card_data, write_random_model_folder
 
 
@@ -74,6 +74,50 @@ def test_breast_cnn_small_refuses_pretrained() -> None:
 
     with pytest.raises(ValueError, match="no pretrained weights"):
         timm.create_model("breast_cnn_small", pretrained=True)
+
+
+def test_max_pooling_answers_one_small_spot_more_than_average_pooling() -> None:
+    """One bright spot in a large map: average pooling dilutes it, max pooling keeps it."""
+    spot = torch.zeros(1, 1, 256, 128)
+    spot[..., 100:108, 60:68] = 1.0
+    responses = {}
+    for pool in ("avg", "max"):
+        torch.manual_seed(0)
+        model = create_model("breast_cnn_small", num_classes=0, in_chans=1, global_pool=pool)
+        with torch.inference_mode():
+            features = model(torch.cat([torch.zeros_like(spot), spot]))
+        responses[pool] = float((features[1] - features[0]).abs().sum())
+    assert responses["max"] > 5 * responses["avg"]
+
+
+@pytest.mark.parametrize("pool", GLOBAL_POOLS)
+@pytest.mark.parametrize("architecture", ["breast_cnn_small", "lcnet_050"])
+def test_global_pool_reaches_the_pooling_layer(architecture: str, pool: str) -> None:
+    model = create_model(architecture, num_classes=3, in_chans=1, global_pool=pool)
+    layer = model.global_pool
+    assert (layer if isinstance(layer, str) else getattr(layer, "pool_type", None)) == pool
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 3)
+
+
+def test_unknown_global_pool_in_the_registry() -> None:
+    with pytest.raises(ModelError, match="unknown global_pool 'median'"):
+        create_model("breast_cnn_small", num_classes=2, in_chans=1, global_pool="median")
+
+
+def test_member_global_pool_builds_that_pooling(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = create_model("breast_cnn_small", num_classes=3, in_chans=1, global_pool="catavgmax")
+    folder = write_random_model_folder(tmp_path / "m", states={"m0": model.state_dict()})
+    with pytest.raises(ModelError, match="does not fit"):  # the card does not say catavgmax yet
+        load_model_folder(folder)
+    edit_card(folder, lambda d: _members(d)[0].update(global_pool="catavgmax"))
+    loaded = load_model_folder(folder).members[0]
+    assert loaded.spec.global_pool == "catavgmax"
+    assert loaded.model.global_pool == "catavgmax"
+    # cards without the field keep the architecture's default
+    default = load_model_folder(write_random_model_folder(tmp_path / "d")).members[0]
+    assert default.spec.global_pool is None and default.model.global_pool == "avg"
 
 
 # ------------------------------------------------------------------ weights mismatches
@@ -196,6 +240,11 @@ def _members(data: dict[str, Any]) -> list[dict[str, Any]]:
             "greater than 0",
         ),
         (lambda d: _members(d)[0].update(weight=-1), "ensemble.members.0.weight", "greater than 0"),
+        (
+            lambda d: _members(d)[0].update(global_pool="median"),
+            "ensemble.members.0.global_pool",
+            "unknown global_pool 'median'",
+        ),
         (
             lambda d: _members(d).append(dict(_members(d)[0])),
             "ensemble",

@@ -23,7 +23,7 @@ def runs(
     tmp_path_factory: pytest.TempPathFactory,
     tiny_data: tuple[Path, Path],
 ) -> list[Path]:
-    """Two one-epoch runs of different architectures on the tiny data."""
+    """Two one-epoch runs of different architectures on the tiny data (one with max pooling)."""
     base = tmp_path_factory.mktemp("runs")
     folders = []
     for arch in ("breast_cnn_small", "lcnet_050"):
@@ -36,7 +36,12 @@ def runs(
                     "val_root": str(tiny_data[1]),
                     "cache_dir": str(base / "cache"),
                 },
-                "model": {"architecture": arch, "height": 64, "width": 32},
+                "model": {
+                    "architecture": arch,
+                    "height": 64,
+                    "width": 32,
+                    **({"global_pool": "max"} if arch == "lcnet_050" else {}),
+                },
                 "optim": {"epochs": 1, "batch_size": 8},
                 "device": "cpu",
             }
@@ -61,6 +66,7 @@ def test_export_loads_through_the_node(exported: Path, tiny_data: tuple[Path, Pa
     model = load_model_folder(exported)  # checks hashes, architectures, keys and shapes
     card = model.card
     assert [m.spec.architecture for m in model.members] == ["breast_cnn_small", "lcnet_050"]
+    assert [m.spec.global_pool for m in model.members] == [None, "max"]
     assert sum(m.spec.weight for m in model.members) == pytest.approx(1.0, abs=1e-3)
     assert all(0.05 <= m.spec.temperature <= 20 for m in model.members)
     assert [p.name for p in card.operating_points] == ["sens90", "sens95"]
