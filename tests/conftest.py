@@ -46,6 +46,8 @@ def write_config(folder: Path, **sections: dict[str, Any]) -> Path:
         "model": None,
         "destinations": [{"name": "out", "folder": "var/out"}],
         "logging": {"format": "json"},
+        # each node under test gets its own monitoring port, so tests never share one
+        "http": {"port": free_port()},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
