@@ -1,9 +1,10 @@
 """``/healthz``: is the node able to do its job right now?
 
 Healthy (HTTP 200) only when every check passes: the DICOM listener accepts TCP
-connections (with DICOM TLS: its server is running), the database takes a write transaction, the spool is writable and under
-its watermark, and the model is loaded (or no model is configured, which the answer
-says explicitly). Otherwise HTTP 503, with the failing checks named.
+connections (with DICOM TLS: its server is running), the database takes a write
+transaction, the spool is writable and under its watermark, and the model is loaded
+(or no model is configured, which the answer says explicitly). Otherwise HTTP 503,
+with the failing checks named.
 """
 
 from __future__ import annotations
