@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,30 +14,9 @@ from sqlalchemy import select
 from node.config import load_settings
 from node.db import Instance, open_database
 from tests.conftest import wait_until, write_config
-from tests.helpers.node import Node, node_status
+from tests.helpers.node import Node, kill_while_receiving, node_status, send_logging_acks
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def send(settings_port: int, ack_log: Path, files: list[Path]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.dicom.sender",
-            "127.0.0.1",
-            str(settings_port),
-            "BREAST_AI",
-            str(ack_log),
-            *map(str, files),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
 
 def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., Path]) -> None:
     rng = random.Random(20240611)
@@ -53,20 +29,10 @@ def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., 
     node = Node(config, tmp_path / "node.log")
     ack_log = tmp_path / "acked.txt"
     ack_log.touch()
-    interrupted = 0
     try:
-        for _cycle in range(4):
-            node.start()
-            # the PACS resends what it has not seen acknowledged, plus a few it has
-            acked = set(ack_log.read_text().split())
-            by_uid = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in files}
-            pending = [f for uid, f in by_uid.items() if uid not in acked]
-            resend = rng.sample(sorted(by_uid.keys() & acked), k=min(3, len(acked)))
-            sender = send(settings.node.port, ack_log, [by_uid[u] for u in resend] + pending)
-            time.sleep(rng.uniform(0.0, 0.8))
-            node.kill()
-            interrupted += sender.wait(timeout=60) != 0
-
+        interrupted = kill_while_receiving(
+            node, settings.node.port, files, ack_log, rng, cycles=4, resend=3, max_delay=0.8
+        )
         node.start()
         assert not list((settings.storage.spool / "tmp").iterdir()), (
             "temporary files left after start"
@@ -76,7 +42,7 @@ def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., 
             f for f in files if str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) not in acked
         ]
         if pending:
-            assert send(settings.node.port, ack_log, pending).wait(timeout=120) == 0
+            assert send_logging_acks(settings.node.port, ack_log, pending).wait(timeout=120) == 0
         assert wait_until(
             lambda: (
                 (s := node_status(config)["studies"])["receiving"] == 0 and sum(s.values()) == 6

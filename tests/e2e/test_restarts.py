@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from node.db import Instance, Result, Study, deliveries_of, events_of
 from tests.conftest import free_port, wait_until
-from tests.dicom.test_crash import send as send_and_log
 from tests.e2e.conftest import (
     database,
     deliveries,
@@ -27,7 +26,14 @@ from tests.e2e.conftest import (
     study_state,
     wait_for_state,
 )
-from tests.helpers.node import BREAST_NODE, Node, StoreSCP, node_status
+from tests.helpers.node import (
+    BREAST_NODE,
+    Node,
+    StoreSCP,
+    kill_while_receiving,
+    node_status,
+    send_logging_acks,
+)
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -130,23 +136,15 @@ def test_kill_minus_nine_while_receiving_processes_and_delivers_each_study_once(
     node = Node(config, tmp_path / "node.log")
     acks = tmp_path / "acked.txt"
     acks.touch()
-    interrupted = 0
     try:
-        for _cycle in range(3):
-            node.start()
-            acked = set(acks.read_text().split())
-            pending = [f for f in files if uid_of[f] not in acked]
-            # a PACS resends what it has not seen acknowledged, and a few it has
-            resent = rng.sample([f for f in files if uid_of[f] in acked], k=min(2, len(acked)))
-            sender = send_and_log(settings.node.port, acks, resent + pending)
-            time.sleep(rng.uniform(0.0, 0.6))
-            node.kill()
-            interrupted += sender.wait(timeout=60) != 0
+        interrupted = kill_while_receiving(
+            node, settings.node.port, files, acks, rng, cycles=3, resend=2, max_delay=0.6
+        )
         node.start()
         acked = set(acks.read_text().split())
         pending = [f for f in files if uid_of[f] not in acked]
         if pending:
-            assert send_and_log(settings.node.port, acks, pending).wait(timeout=120) == 0
+            assert send_logging_acks(settings.node.port, acks, pending).wait(timeout=120) == 0
         db = database(settings.storage.database)
 
         def all_done() -> bool:

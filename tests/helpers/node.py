@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
+
 from tests.conftest import wait_until
 
-__all__ = ["BREAST_NODE", "Node", "StoreSCP", "node_status"]
+__all__ = [
+    "BREAST_NODE",
+    "Node",
+    "StoreSCP",
+    "kill_while_receiving",
+    "node_status",
+    "send_logging_acks",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BREAST_NODE = Path(sys.executable).parent / "breast-node"
 
@@ -111,3 +124,41 @@ class StoreSCP:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+def send_logging_acks(port: int, acks: Path, files: list[Path]) -> subprocess.Popen[bytes]:
+    """Send ``files`` to the node on ``port`` from a separate process that appends each
+    acknowledged SOP Instance UID to ``acks`` (see ``tests/dicom/sender.py``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.dicom.sender", "127.0.0.1", str(port), "BREAST_AI",
+         str(acks), *map(str, files)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def kill_while_receiving(
+    node: Node,
+    port: int,
+    files: list[Path],
+    acks: Path,
+    rng: random.Random,
+    *,
+    cycles: int,
+    resend: int,
+    max_delay: float,
+) -> int:
+    """``cycles`` times: start the node, send what it has not acknowledged yet plus
+    ``resend`` files it has (a PACS resending), and kill -9 it after a seeded random
+    delay of up to ``max_delay`` seconds. Returns how many sends the kills cut short."""
+    uid_of = {f: str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    interrupted = 0
+    for _cycle in range(cycles):
+        node.start()
+        acked = set(acks.read_text().split())
+        pending = [f for f in files if uid_of[f] not in acked]
+        again = rng.sample([f for f in files if uid_of[f] in acked], k=min(resend, len(acked)))
+        sender = send_logging_acks(port, acks, again + pending)
+        time.sleep(rng.uniform(0.0, max_delay))
+        node.kill()
+        interrupted += sender.wait(timeout=60) != 0
+    return interrupted
