@@ -93,6 +93,23 @@ def _series(
     )
 
 
+def _dated(objects: list[ResultObject]) -> list[ResultObject]:
+    """Give each object's series the date and time its content was made.
+
+    Series Date/Time are optional in the General Series module, but archives and
+    viewers (Orthanc Explorer among them) group and sort a study's series by them.
+    """
+    for obj in objects:
+        ds = obj.dataset
+        date = ds.get("ContentDate") or ds.get("InstanceCreationDate")
+        time = ds.get("ContentTime") or ds.get("InstanceCreationTime")
+        if date and "SeriesDate" not in ds:
+            ds.SeriesDate = date
+            if time:
+                ds.SeriesTime = time
+    return objects
+
+
 def _is_mammogram(ds: Dataset) -> bool:
     return str(ds.get("Modality", "")).strip().upper() == "MG"
 
@@ -194,7 +211,7 @@ def build_outputs(
         objects=len(objects),
         kinds=sorted({o.kind for o in objects}),
     )
-    return objects
+    return _dated(objects)
 
 
 def build_failure_outputs(
@@ -238,4 +255,4 @@ def build_failure_outputs(
         )
         objects.append(ResultObject("mgcad", cad))
     log.info("outputs.failure_report", study_uid=study, revision=revision, objects=len(objects))
-    return objects
+    return _dated(objects)

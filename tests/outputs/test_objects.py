@@ -80,6 +80,8 @@ def test_every_object_is_in_the_source_study_in_a_new_series(
         assert len(ds.SOPInstanceUID) <= 64
         assert ds.SeriesNumber == getattr(ALL_OBJECTS, f"{obj.kind}_series_number")
         assert ds.SeriesDescription == getattr(ALL_OBJECTS, f"{obj.kind}_series_description")
+        # viewers group a study's series by date: the result series carry theirs
+        assert len(ds.SeriesDate) == 8 and ds.SeriesDate >= source.StudyDate
         assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
 
 
