@@ -221,7 +221,7 @@ def _impression(result: StudyResult) -> str:
     parts = [f"Malignancy probability {result.score * 100:.1f}% (study)"]
     for breast in result.breasts:
         side = {"L": "left breast", "R": "right breast"}.get(breast.laterality, "breast")
-        category = getattr(breast, "assessment_category", None)
+        category = breast.assessment_category
         parts.append(
             f"{breast.score * 100:.1f}% ({side}" + (f", category {category})" if category else ")")
         )

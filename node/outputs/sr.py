@@ -149,7 +149,7 @@ def _assessment_groups(
 ) -> list[Group]:
     groups: list[Group] = []
     for breast in result.breasts:
-        category = getattr(breast, "assessment_category", None)
+        category = breast.assessment_category
         evaluations = []
         if isinstance(category, str) and birads_code(category) is not None:
             evaluations.append(

@@ -172,18 +172,23 @@ class ImageResult:
 
 @dataclass(frozen=True)
 class BreastResult:
-    """One breast (laterality ``L``, ``R``, or ``U`` for unknown) of a study."""
+    """One breast (laterality ``L``, ``R``, or ``U`` for unknown) of a study.
+
+    ``assessment_category``: the card's category band that holds ``score``.
+    """
 
     laterality: str
     score: float
     positive: bool
     sop_instance_uids: tuple[str, ...]
+    assessment_category: str
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "laterality": self.laterality,
             "score": self.score,
             "positive": self.positive,
+            "assessment_category": self.assessment_category,
             "sop_instance_uids": list(self.sop_instance_uids),
         }
 
@@ -485,17 +490,20 @@ class InferenceEngine:
         scores = ensemble.breast_scores(
             [i.laterality for i in images], [i.probability for i in images], mode
         )
+        bands = self.card.ensemble.assessment
         breasts = tuple(
             BreastResult(
                 laterality=side,
                 score=score,
                 positive=score >= threshold,
                 sop_instance_uids=tuple(i.sop_instance_uid for i in images if i.laterality == side),
+                assessment_category=ensemble.assessment_category(
+                    score, bands.categories, bands.cut_points
+                ),
             )
             for side, score in scores.items()
         )
         score = ensemble.study_score(scores)
-        bands = self.card.ensemble.assessment
         timings = StageTimings()
         for image in images:
             timings = timings + image.timings

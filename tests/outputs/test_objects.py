@@ -13,6 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from node.config import OutputSettings
 from node.errors import OutputError
 from node.outputs import build_failure_outputs, build_outputs
+from node.outputs.codes import BIRADS
 from node.outputs.mgcad import MAMMOGRAPHY_CAD_SR
 from node.outputs.uids import UID_PREFIX
 from tests.outputs.conftest import ALL_OBJECTS, INTENDED_USE, Built
@@ -163,6 +164,13 @@ def test_tid1500_report(built: dict[str, Built]) -> None:
     assert probabilities == pytest.approx(expected, abs=1e-6)
     lateralities = {code_value(i) for g in groups for i in walk(g) if concept(i) == "272741003"}
     assert {"7771000", "24028007"} <= lateralities  # left and right finding sites
+    # an assessment category (CID 6027) for each breast and for the study
+    categories = sorted(code_value(i) for g in groups for i in walk(g) if concept(i) == "111005")
+    expected_categories = sorted(
+        BIRADS[int(c)].value
+        for c in [b.assessment_category for b in result.breasts] + [result.assessment_category]
+    )
+    assert categories == expected_categories
 
 
 def test_tid1500_regions_are_closed_polylines_on_their_images(built: dict[str, Built]) -> None:
