@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from node.db import (
 )
 from node.db.models import Base, SchemaVersion
 from node.db.queue import StudyRef
+from tests.helpers.postgres import postgres_server
 
 
 def facts(study: str = "1.2.3", sop: str = "1.2.3.1", **extra: object) -> InstanceFacts:
@@ -163,19 +164,30 @@ def _queue_studies(db: SessionFactory, count: int) -> None:
 def _claim_all(url: str, worker: str) -> list[int]:
     db = open_database(url)
     mine = []
-    while (ref := claim_next(db, worker, StudyState.QUEUED, StudyState.PROCESSING, 60)) is not None:
-        mine.append(ref.id)
+    try:
+        while ref := claim_next(db, worker, StudyState.QUEUED, StudyState.PROCESSING, 60):
+            mine.append(ref.id)
+    finally:
+        db.kw["bind"].dispose()
     return mine
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A real PostgreSQL server for the session (Debian's postgresql), when installed."""
+    with postgres_server() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh SQLite file; and PostgreSQL when BREAST_NODE_TEST_POSTGRES names a database."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None) -> str:
+    """A fresh SQLite file; and a PostgreSQL database, emptied (``make test`` installs the
+    server; ``BREAST_NODE_TEST_POSTGRES`` may name another)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'node.db'}"
-    url = os.environ.get("BREAST_NODE_TEST_POSTGRES")
+    url = postgres_url
     if not url:
-        pytest.skip("set BREAST_NODE_TEST_POSTGRES=postgresql+psycopg://... to test PostgreSQL")
+        pytest.skip("no PostgreSQL server: install Debian's postgresql to test the shared queue")
     engine = make_engine(url)
     Base.metadata.drop_all(engine)
     SchemaVersion.__table__.drop(engine, checkfirst=True)  # type: ignore[attr-defined]
@@ -184,7 +196,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_concurrent_claims_with_threads_never_share_a_study(database_url: str) -> None:
-    _queue_studies(open_database(database_url), 40)
+    db = open_database(database_url)
+    _queue_studies(db, 40)
+    db.kw["bind"].dispose()
     results: dict[str, list[int]] = {}
 
     def work(name: str) -> None:
