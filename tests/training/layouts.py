@@ -349,51 +349,13 @@ def write_vindr(root: Path) -> Path:
             for view in ("CC", "MLO"):
                 image = f"{study}-{side}-{view}"
                 _dicom(root / "images" / study / f"{image}.dicom", ImageLaterality=side)
-                breast.append(
-                    [study, "ser", image, side, view, 64, 48, birads[side], "DENSITY B", split]
-                )
+                common = [study, "ser", image, side, view, 64, 48, birads[side], "DENSITY B"]
+                breast.append([*common, split])
                 if birads[side] in ("BI-RADS 4", "BI-RADS 5"):
-                    findings.append(
-                        [
-                            study,
-                            "ser",
-                            image,
-                            side,
-                            view,
-                            64,
-                            48,
-                            birads[side],
-                            "DENSITY B",
-                            "['Mass']",
-                            birads[side],
-                            5.0,
-                            6.0,
-                            15.0,
-                            16.0,
-                            split,
-                        ]
-                    )
+                    box: list[object] = ["['Mass']", birads[side], 5.0, 6.0, 15.0, 16.0]
                 else:
-                    findings.append(
-                        [
-                            study,
-                            "ser",
-                            image,
-                            side,
-                            view,
-                            64,
-                            48,
-                            birads[side],
-                            "DENSITY B",
-                            "['No Finding']",
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                            split,
-                        ]
-                    )
+                    box = ["['No Finding']", "", "", "", "", ""]
+                findings.append([*common, *box, split])
     _csv(
         root / "breast-level_annotations.csv",
         [
