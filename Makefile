@@ -91,7 +91,7 @@ demo-stop:
 	@if [ -f var/demo/pids ]; then kill -TERM $$(tail -n 1 var/demo/pids) && echo "stopping the demo"; \
 	else echo "no demo running (var/demo/pids is missing)"; fi
 
-# The shipped demo ensemble (models/demo), reproduced on two CPU cores in about 30 minutes:
+# The shipped demo ensemble (models/demo), reproduced on two CPU cores in about 10 minutes:
 # synthetic studies -> one training run per architecture (448 x 224 input, global max
 # pooling) -> temperatures, weights and thresholds on the validation studies -> export ->
 # evaluation on held-out studies, recorded in the card. See docs/training.md.
