@@ -356,34 +356,22 @@ def write_vindr(root: Path) -> Path:
                 else:
                     box = ["['No Finding']", "", "", "", "", ""]
                 findings.append([*common, *box, split])
-    _csv(
-        root / "breast-level_annotations.csv",
-        [
-            "study_id",
-            "series_id",
-            "image_id",
-            "laterality",
-            "view_position",
-            "height",
-            "width",
-            "breast_birads",
-            "breast_density",
-            "split",
-        ],
-        breast,
-    )
+    columns = [
+        "study_id",
+        "series_id",
+        "image_id",
+        "laterality",
+        "view_position",
+        "height",
+        "width",
+        "breast_birads",
+        "breast_density",
+    ]
+    _csv(root / "breast-level_annotations.csv", [*columns, "split"], breast)
     _csv(
         root / "finding_annotations.csv",
         [
-            "study_id",
-            "series_id",
-            "image_id",
-            "laterality",
-            "view_position",
-            "height",
-            "width",
-            "breast_birads",
-            "breast_density",
+            *columns,
             "finding_categories",
             "finding_birads",
             "xmin",
