@@ -10,9 +10,10 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timezone
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -23,6 +24,7 @@ from node.counters import Counters
 from node.db import SessionFactory, open_database, utcnow
 from node.dicom.audit import AssociationAudit
 from node.dicom.scp import StorageSCP
+from node.errors import ModelError
 from node.http import MonitoringServer, NodeView
 from node.pipeline.delivery import Sender
 from node.pipeline.infer import InferenceEngine
@@ -35,14 +37,22 @@ log = structlog.get_logger(__name__)
 
 
 class NodeService:
-    """Everything ``breast-node serve`` runs, started and stopped as one unit."""
+    """Everything ``breast-node serve`` (or ``breast-node worker``) runs, as one unit.
 
-    def __init__(self, settings: Settings) -> None:
+    ``role="node"`` (``serve``): listener, completion, inference (unless
+    ``worker.enabled`` is false), sending, retention and the monitoring endpoint.
+    ``role="worker"`` (``worker``): only inference and sending, on the database and
+    spool that a ``serve`` node fills; several may run side by side.
+    """
+
+    def __init__(self, settings: Settings, role: Literal["node", "worker"] = "node") -> None:
         self.settings = settings
+        self.role = role
         self._started = False
         self.session_factory: SessionFactory | None = None
         self.scp: StorageSCP | None = None
         self.engine: InferenceEngine | None = None
+        self.worker: InferenceWorker | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._stopping = threading.Event()
         self.counters = Counters()
@@ -60,17 +70,25 @@ class NodeService:
         if self._started:
             return
         settings = self.settings
-        log.info("node.starting", settings=settings.redacted())
-        if settings.model_available and settings.model is not None:
+        node_role = self.role == "node"
+        log.info("node.starting", role=self.role, settings=settings.redacted())
+        infers = settings.worker.enabled or not node_role
+        if infers and settings.model_available and settings.model is not None:
             self.engine = InferenceEngine.load(settings.model, settings.inference)
+        elif not node_role:
+            raise ModelError(
+                f"a worker needs a model folder; {settings.model or 'none'} is not one "
+                "(set model: in the settings)"
+            )
         spool = Spool(
             settings.storage.spool,
             min_free_bytes=settings.storage.min_free_bytes,
             max_used_percent=settings.storage.max_used_percent,
         )
-        removed = spool.prepare()
-        if removed:
-            log.info("spool.cleaned", temporary_files=removed)
+        if node_role:  # a worker shares the spool: the listener's temporary files are not its
+            removed = spool.prepare()
+            if removed:
+                log.info("spool.cleaned", temporary_files=removed)
         self.session_factory = open_database(
             settings.storage.database,
             busy_timeout=settings.storage.database_busy_timeout_seconds,
@@ -79,23 +97,38 @@ class NodeService:
         self._stopping.clear()
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
-        self._add_job(
-            jobs.complete_studies,
-            settings.completion.check_interval_seconds,
-            self.session_factory,
-            settings.completion,
-            settings.eligibility.rules,
-        )
-        if self.engine is not None:
-            worker = InferenceWorker(settings, self.session_factory, spool, self.engine, worker_id)
+        wake_worker, wake_sender = jobs.Wake(), jobs.Wake()
+        if node_role:
             self._add_job(
-                jobs.infer_queued, settings.worker.check_interval_seconds, worker, self._stopping
+                jobs.complete_studies,
+                settings.completion.check_interval_seconds,
+                self.session_factory,
+                settings.completion,
+                settings.eligibility.rules,
+                wake_worker,
             )
+        if self.engine is not None:
+            self.worker = InferenceWorker(
+                settings, self.session_factory, spool, self.engine, worker_id, wake_sender
+            )
+            self._add_job(
+                jobs.infer_queued,
+                settings.worker.check_interval_seconds,
+                self.worker,
+                self._stopping,
+                wake_worker,
+            )
+            wake_worker.bind(self._run_now(jobs.infer_queued))
         sender = Sender(settings, self.session_factory, spool, worker_id)
         self._add_job(
-            jobs.deliver_results, settings.sending.check_interval_seconds, sender, self._stopping
+            jobs.deliver_results,
+            settings.sending.check_interval_seconds,
+            sender,
+            self._stopping,
+            wake_sender,
         )
-        if settings.retention.days is not None:
+        wake_sender.bind(self._run_now(jobs.deliver_results))
+        if node_role and settings.retention.days is not None:
             self._add_job(
                 jobs.purge_finished,
                 settings.retention.check_interval_seconds,
@@ -104,14 +137,17 @@ class NodeService:
                 settings.retention.days,
             )
         self._scheduler.start()
-        self.scp = StorageSCP(settings, spool, self.session_factory)
-        self.scp.start()
-        for event, handler in AssociationAudit(self.session_factory, self.counters).handlers():
-            self.scp.bind(event, handler)
-        if settings.http.enabled:
-            self._start_http(spool)
+        if node_role:
+            self.scp = StorageSCP(settings, spool, self.session_factory)
+            self.scp.start()
+            for event, handler in AssociationAudit(self.session_factory, self.counters).handlers():
+                self.scp.bind(event, handler)
+            if settings.http.enabled:
+                self._start_http(spool)
         if self.engine is not None:
             log.info("model.loaded", model=str(settings.model), name=self.engine.card.name)
+        elif not settings.worker.enabled:
+            log.info("worker.disabled", consequence="queued studies wait for breast-node worker")
         else:
             log.warning(
                 "model.unavailable",
@@ -119,12 +155,25 @@ class NodeService:
                 consequence="studies will be received and queued but not inferred",
             )
         self._started = True
-        log.info(
-            "node.started",
-            ae_title=settings.node.ae_title,
-            host=settings.node.host,
-            port=self.scp.port,
-        )
+        if self.scp is not None:
+            log.info(
+                "node.started",
+                ae_title=settings.node.ae_title,
+                host=settings.node.host,
+                port=self.scp.port,
+            )
+        else:
+            log.info("worker.started", worker=worker_id)
+
+    def _run_now(self, func: Any) -> Callable[[], None]:
+        """A callable that makes the scheduled job ``func`` run at once."""
+
+        def start() -> None:
+            scheduler = self._scheduler
+            if scheduler is not None and scheduler.running:
+                scheduler.modify_job(func.__name__, next_run_time=utcnow())
+
+        return start
 
     def _start_http(self, spool: Spool) -> None:
         """Start the monitoring endpoint; a port in use is logged, not fatal (DICOM goes on)."""
@@ -184,6 +233,9 @@ class NodeService:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
         if self.session_factory is not None:
             bind = self.session_factory.kw.get("bind")
             if bind is not None:

@@ -68,6 +68,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from node.app import NodeService, serve_forever
+    from node.log import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.logging)
+    serve_forever(NodeService(settings, role="worker"))
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from node.db import count_by_state, delivery_counts, open_database, recent_studies
 
@@ -326,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands: list[tuple[str, str, Command]] = [
         ("check-config", "validate a settings file and summarise it", _cmd_check_config),
         ("serve", "run the node: receive, queue, infer and send until stopped", _cmd_serve),
+        (
+            "worker",
+            "infer and send only, sharing a serve node's database and spool",
+            _cmd_worker,
+        ),
         ("status", "count studies by state and list the latest ones", _cmd_status),
         ("echo", "C-ECHO a DICOM peer (this node by default)", _cmd_echo),
         ("send", "C-STORE files or folders to a DICOM peer", _cmd_send),

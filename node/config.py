@@ -247,6 +247,11 @@ class WorkerSettings(_Section):
     """How often the worker looks for queued studies (it then works until none are left)."""
     batch_studies: int = Field(default=4, strict=True, ge=1, le=64)
     """Most queued studies claimed and inferred together (their images share batches)."""
+    pipeline: bool = True
+    """Claim, decode and preprocess the next studies while the current ones are inferred."""
+    enabled: bool = True
+    """``serve`` runs an inference worker; false leaves inference to ``breast-node worker``
+    processes sharing the database and spool (the node still receives and sends)."""
 
 
 class SendingSettings(_Section):

@@ -23,7 +23,7 @@ from the identity view's forward pass (:mod:`node.pipeline.explain`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ __all__ = [
     "ImageInput",
     "ImageResult",
     "InferenceEngine",
+    "PreparedStudies",
     "StageTimings",
     "StudyInferenceError",
     "StudyInput",
@@ -247,6 +248,16 @@ class _Prepared:
 
 
 @dataclass(frozen=True)
+class PreparedStudies:
+    """Studies whose images are decoded and preprocessed, ready for the model."""
+
+    studies: tuple[StudyInput, ...]
+    images: tuple[_Prepared, ...]
+    errors: Mapping[int, StudyInferenceError]
+    """Studies (by index) that already failed to read or preprocess."""
+
+
+@dataclass(frozen=True)
 class _BatchOutput:
     member_probabilities: npt.NDArray[np.float64]  # (M, N, C)
     heatmaps: npt.NDArray[np.float32] | None  # (N, H, W)
@@ -317,6 +328,14 @@ class InferenceEngine:
 
     def infer_each(self, studies: Sequence[StudyInput]) -> list[StudyResult | StudyInferenceError]:
         """Infer studies together; a failed study's place holds its :class:`StudyInferenceError`."""
+        return self.infer_prepared(self.prepare(studies))
+
+    def prepare(self, studies: Sequence[StudyInput]) -> PreparedStudies:
+        """Read, decode and preprocess every image (CPU work only; no model runs).
+
+        Safe to call from another thread while :meth:`infer_prepared` runs, which is how a
+        worker overlaps decoding the next studies with inferring the current ones.
+        """
         errors: dict[int, StudyInferenceError] = {}
         prepared: list[_Prepared] = []
         for index, study in enumerate(studies):
@@ -324,6 +343,15 @@ class InferenceEngine:
                 prepared.extend(self._prepare_study(index, study))
             except InferenceError as exc:
                 errors[index] = StudyInferenceError(study.study_uid, str(exc))
+        return PreparedStudies(tuple(studies), tuple(prepared), errors)
+
+    def infer_prepared(
+        self, prepared_studies: PreparedStudies
+    ) -> list[StudyResult | StudyInferenceError]:
+        """Run the ensemble on studies made ready by :meth:`prepare`."""
+        studies = prepared_studies.studies
+        prepared = prepared_studies.images
+        errors = dict(prepared_studies.errors)
         outputs: dict[
             int, tuple[npt.NDArray[np.float64], npt.NDArray[np.float32] | None, StageTimings]
         ] = {}

@@ -6,6 +6,12 @@ together, builds their result objects, writes them to the spool and then, per st
 stores the result, creates one delivery per destination and object, and moves the
 study to ``sending`` in one transaction (:func:`node.db.save_result`).
 
+With ``worker.pipeline`` (the default) a step hands the claim of the next batch, and
+the decoding and preprocessing of its images, to a second thread before it infers its
+own: decoding, which is single-threaded Python and codec work, then overlaps the
+model's forward passes. The prefetched studies are claimed and leased like any others;
+:meth:`InferenceWorker.close` gives them back to the queue when the node stops.
+
 A study that cannot be inferred or rendered is never dropped silently: it gets a
 failure report (when ``outputs.failure_report`` is on), delivered like a result, after
 which the study ends ``failed`` with the reason. A crash at any point leaves the study
@@ -17,7 +23,9 @@ the source image and the model version), so nothing is duplicated.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pydicom
@@ -39,6 +47,7 @@ from node.db import (
     claim_next,
     instances_of,
     save_result,
+    transition,
 )
 from node.errors import NodeError, OutputError
 from node.outputs import ResultObject, build_failure_outputs, build_outputs
@@ -46,6 +55,7 @@ from node.pipeline.eligibility import matches
 from node.pipeline.infer import (
     ImageInput,
     InferenceEngine,
+    PreparedStudies,
     StudyInferenceError,
     StudyInput,
     StudyResult,
@@ -76,6 +86,19 @@ class _Claimed:
     images: tuple[InstanceFacts, ...]
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Studies claimed together under kept leases, their images ready for the model."""
+
+    studies: tuple[StudyRef, ...]
+    claimed: tuple[_Claimed, ...]
+    """The studies with eligible images (the others already got their failure)."""
+    prepared: PreparedStudies | str
+    """The decoded and preprocessed images, or why preparing them crashed."""
+    prepare_s: float
+    leases: ExitStack
+
+
 def encode_object(obj: ResultObject) -> bytes:
     """The object as a DICOM file (Part 10, Explicit VR Little Endian)."""
     ds = obj.dataset
@@ -97,18 +120,68 @@ class InferenceWorker:
         spool: Spool,
         engine: InferenceEngine,
         worker_id: str,
+        on_result: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.spool = spool
         self.engine = engine
         self.worker_id = worker_id
+        self.on_result = on_result
+        self._prefetch: Future[_Batch | None] | None = None
+        self._prefetcher = (
+            ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+            if settings.worker.pipeline
+            else None
+        )
 
     def step(self) -> int:
         """Claim up to ``worker.batch_studies`` queued studies and process them together.
 
-        Returns how many studies were claimed (0: the queue was empty).
+        With ``worker.pipeline`` the next batch is claimed, decoded and preprocessed in a
+        second thread while this one is inferred; the next step starts from it.
+        Returns how many studies this step finished (0: the queue was empty).
         """
+        batch = self._take_prefetched()
+        if batch is None:
+            batch = self._claim_batch()
+        if batch is None:
+            return 0
+        try:
+            if self._prefetcher is not None:
+                self._prefetch = self._prefetcher.submit(self._claim_batch)
+            self._infer(batch)
+        finally:
+            batch.leases.close()
+        return len(batch.studies)
+
+    def close(self) -> None:
+        """Return prefetched studies to the queue and stop the prefetch thread."""
+        batch = self._take_prefetched()
+        if batch is not None:
+            try:
+                for study in batch.studies:
+                    if transition(self.session_factory, study, StudyState.QUEUED) is not None:
+                        log.info("worker.unclaimed", study_uid=study.study_uid)
+            finally:
+                batch.leases.close()
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=True)
+            self._prefetcher = None
+
+    # ----------------------------------------------------------------- stages
+    def _take_prefetched(self) -> _Batch | None:
+        future, self._prefetch = self._prefetch, None
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # claims it made expire with their leases and are retried
+            log.exception("worker.prefetch_crashed")
+            return None
+
+    def _claim_batch(self) -> _Batch | None:
+        """Claim queued studies, keep their leases, decode and preprocess their images."""
         studies: list[StudyRef] = []
         while len(studies) < self.settings.worker.batch_studies:
             study = claim_next(
@@ -122,40 +195,63 @@ class InferenceWorker:
                 break
             studies.append(study)
         if not studies:
-            return 0
-        with keep_leases(self.session_factory, studies, self.settings.queue.lease_seconds):
-            self._process(studies)
-        return len(studies)
+            return None
+        leases = ExitStack()
+        leases.enter_context(
+            keep_leases(self.session_factory, studies, self.settings.queue.lease_seconds)
+        )
+        try:
+            claimed: list[_Claimed] = []
+            for study in studies:
+                images = self._eligible_images(study)
+                if images:
+                    claimed.append(_Claimed(study, images))
+                else:
+                    self._fail(study, (), "no eligible images to infer")
+            inputs = [
+                StudyInput(
+                    item.study.study_uid,
+                    tuple(
+                        ImageInput(self.spool.path(i.path), i.sop_instance_uid) for i in item.images
+                    ),
+                )
+                for item in claimed
+            ]
+            start = time.perf_counter()
+            prepared: PreparedStudies | str
+            try:
+                prepared = self.engine.prepare(inputs) if inputs else PreparedStudies((), (), {})
+            except Exception as exc:  # a bug: fail these studies, say so
+                log.exception("inference.prepare_crashed", studies=[s.study_uid for s in studies])
+                prepared = f"internal error preparing images: {type(exc).__name__}: {exc}"
+            return _Batch(
+                tuple(studies), tuple(claimed), prepared, time.perf_counter() - start, leases
+            )
+        except BaseException:
+            leases.close()
+            raise
 
-    # ----------------------------------------------------------------- stages
-    def _process(self, studies: Sequence[StudyRef]) -> None:
-        claimed: list[_Claimed] = []
-        for study in studies:
-            images = self._eligible_images(study)
-            if images:
-                claimed.append(_Claimed(study, images))
-            else:
-                self._fail(study, (), "no eligible images to infer")
+    def _infer(self, batch: _Batch) -> None:
+        claimed = batch.claimed
         if not claimed:
             return
         start = time.perf_counter()
-        inputs = [
-            StudyInput(
-                item.study.study_uid,
-                tuple(ImageInput(self.spool.path(i.path), i.sop_instance_uid) for i in item.images),
-            )
-            for item in claimed
-        ]
-        try:
-            outcomes = self.engine.infer_each(inputs)
-        except Exception as exc:  # a bug or a broken runtime: fail the batch, say so
-            log.exception("inference.crashed", studies=[s.study_uid for s in studies])
-            reason = f"internal error during inference: {type(exc).__name__}: {exc}"
-            outcomes = [StudyInferenceError(i.study_uid, reason) for i in inputs]
+        if isinstance(batch.prepared, str):
+            outcomes: list[StudyResult | StudyInferenceError] = [
+                StudyInferenceError(item.study.study_uid, batch.prepared) for item in claimed
+            ]
+        else:
+            try:
+                outcomes = self.engine.infer_prepared(batch.prepared)
+            except Exception as exc:  # a bug or a broken runtime: fail the batch, say so
+                log.exception("inference.crashed", studies=[c.study.study_uid for c in claimed])
+                reason = f"internal error during inference: {type(exc).__name__}: {exc}"
+                outcomes = [StudyInferenceError(c.study.study_uid, reason) for c in claimed]
         infer_seconds = time.perf_counter() - start
+        share = len(claimed)
         for item, outcome in zip(claimed, outcomes, strict=True):
             if isinstance(outcome, StudyResult):
-                self._succeed(item, outcome, infer_seconds / len(claimed))
+                self._succeed(item, outcome, infer_seconds / share, batch.prepare_s / share)
             else:
                 self._fail(item.study, item.images, f"inference failed: {outcome}")
 
@@ -168,7 +264,9 @@ class InferenceWorker:
             and any(matches(rule, image) for rule in rules)
         )
 
-    def _succeed(self, item: _Claimed, result: StudyResult, infer_seconds: float) -> None:
+    def _succeed(
+        self, item: _Claimed, result: StudyResult, infer_seconds: float, prepare_seconds: float
+    ) -> None:
         study = item.study
         bound = log.bind(study_uid=study.study_uid, generation=study.generation)
         start = time.perf_counter()
@@ -194,6 +292,7 @@ class InferenceWorker:
             return
         timings = {
             **result.timings.to_dict(),
+            "worker_prepare_s": round(prepare_seconds, 6),
             "worker_inference_s": round(infer_seconds, 6),
             "outputs_s": round(time.perf_counter() - start, 6),
         }
@@ -222,6 +321,7 @@ class InferenceWorker:
             objects=len(objects),
             deliveries=len(deliveries),
         )
+        self._notify()
 
     def _fail(self, study: StudyRef, images: Sequence[InstanceFacts], reason: str) -> None:
         """Store a failure result and, when configured, a failure report to deliver."""
@@ -257,6 +357,15 @@ class InferenceWorker:
             bound.info("worker.superseded", reason="study changed while it was inferred")
             return
         bound.info("study.failure_report", state=moved.state.value, deliveries=len(deliveries))
+        self._notify()
+
+    def _notify(self) -> None:
+        """Tell the sender a result is waiting (it would otherwise find it at its next run)."""
+        if self.on_result is not None:
+            try:
+                self.on_result()
+            except Exception:
+                log.exception("worker.notify_failed")
 
     # -------------------------------------------------------------- file I/O
     def _read(self, image: InstanceFacts, *, pixels: bool) -> Dataset:

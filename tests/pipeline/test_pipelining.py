@@ -1,0 +1,212 @@
+"""The pipelined worker: the next batch is claimed and decoded while the current one is
+inferred, gives the same results as the plain worker, and gives prefetched studies back
+to the queue when it closes. And the hand-over between stages (:class:`node.jobs.Wake`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import select
+
+from node.config import Settings
+from node.db import (
+    Result,
+    SessionFactory,
+    Study,
+    open_database,
+    record_instance,
+    utcnow,
+)
+from node.dicom.scp import read_facts
+from node.jobs import Wake
+from node.pipeline.completion import complete_due_studies
+from node.pipeline.infer import InferenceEngine
+from node.pipeline.worker import InferenceWorker
+from node.spool import Spool
+from tests.conftest import wait_until
+from tests.helpers.models import write_random_model_folder
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> InferenceEngine:
+    folder = write_random_model_folder(tmp_path_factory.mktemp("model") / "tiny", seed=3)
+    settings = Settings.model_validate({"inference": {"device": "cpu", "tta": "none"}})
+    return InferenceEngine.load(folder, settings.inference)
+
+
+@pytest.fixture(scope="module")
+def three_studies(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from training.synthetic import SynthOptions, write_studies
+
+    out = tmp_path_factory.mktemp("studies")
+    write_studies(out, studies=3, seed=23, options=SynthOptions(size="small"))
+    return sorted(out.rglob("*.dcm"))
+
+
+@dataclasses.dataclass
+class Queue:
+    db: SessionFactory
+    spool: Spool
+    settings: Settings
+
+    def states(self) -> dict[str, tuple[str, str | None]]:
+        with self.db() as session:
+            return {s.study_uid: (s.state, s.claimed_by) for s in session.scalars(select(Study))}
+
+    def scores(self) -> dict[str, list[float | None]]:
+        with self.db() as session:
+            rows = session.execute(select(Study.study_uid, Result.score).join(Result)).all()
+        found: dict[str, list[float | None]] = {}
+        for uid, score in rows:
+            found.setdefault(uid, []).append(score)
+        return found
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Callable[..., Queue]:
+    """A database and spool holding the three studies, complete and queued."""
+    made = 0
+
+    def make(files: list[Path], **worker: object) -> Queue:
+        nonlocal made
+        made += 1
+        root = tmp_path / f"q{made}"
+        settings = Settings.model_validate(
+            {
+                "storage": {"database": f"sqlite:///{root}/node.db", "spool": root / "spool"},
+                "model": None,
+                "destinations": [{"name": "drop", "folder": root / "drop"}],
+                "inference": {"device": "cpu", "tta": "none"},
+                "outputs": {"objects": ["sr"]},
+                "worker": {"batch_studies": 1, **worker},
+            }
+        )
+        spool = Spool(settings.storage.spool)
+        spool.prepare()
+        db = open_database(settings.storage.database)
+        for path in files:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            relative = spool.relative_path(ds.StudyInstanceUID, ds.SOPInstanceUID)
+            size = spool.write(relative, [path.read_bytes()])
+            facts = read_facts(
+                spool.path(relative),
+                sop_class_uid=str(ds.SOPClassUID),
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                calling_ae="TEST",
+            )
+            record_instance(db, dataclasses.replace(facts, path=relative, size_bytes=size))
+        later = utcnow() + timedelta(hours=1)
+        complete_due_studies(db, settings.completion, settings.eligibility.rules, now=later)
+        return Queue(db, spool, settings)
+
+    return make
+
+
+@pytest.fixture
+def workers() -> Iterator[list[InferenceWorker]]:
+    made: list[InferenceWorker] = []
+    yield made
+    for worker in made:
+        worker.close()
+
+
+def test_pipelined_worker_prefetches_and_matches_the_plain_worker(
+    queue: Callable[..., Queue],
+    engine: InferenceEngine,
+    three_studies: list[Path],
+    workers: list[InferenceWorker],
+) -> None:
+    piped = queue(three_studies, pipeline=True)
+    plain = queue(three_studies, pipeline=False)
+    w_piped = InferenceWorker(piped.settings, piped.db, piped.spool, engine, "piped")
+    w_plain = InferenceWorker(plain.settings, plain.db, plain.spool, engine, "plain")
+    workers += [w_piped, w_plain]
+
+    assert w_piped.step() == 1
+    # while the first study was inferred, the second was claimed (and decoded) ahead
+    assert wait_until(
+        lambda: (
+            sorted(state for state, _ in piped.states().values())
+            == ["processing", "queued", "sending"]
+        ),
+        timeout=30,
+    ), piped.states()
+    assert w_plain.step() == 1
+    assert sorted(state for state, _ in plain.states().values()) == [
+        "queued",
+        "queued",
+        "sending",
+    ]
+
+    while w_piped.step():
+        pass
+    while w_plain.step():
+        pass
+    for q in (piped, plain):
+        assert {state for state, _ in q.states().values()} == {"sending"}
+    # one result per study, the same scores either way
+    assert piped.scores() == plain.scores()
+    assert all(len(scores) == 1 for scores in piped.scores().values())
+
+
+def test_close_gives_prefetched_studies_back(
+    queue: Callable[..., Queue],
+    engine: InferenceEngine,
+    three_studies: list[Path],
+    workers: list[InferenceWorker],
+) -> None:
+    q = queue(three_studies[:8], pipeline=True)  # two studies
+    first = InferenceWorker(q.settings, q.db, q.spool, engine, "first")
+    workers.append(first)
+    assert first.step() == 1
+    assert wait_until(lambda: ("processing", "first") in q.states().values(), timeout=30)
+
+    first.close()
+    assert sorted(q.states().values()) == [("queued", None), ("sending", None)]
+    # another worker takes it at once: no lease had to expire
+    second = InferenceWorker(q.settings, q.db, q.spool, engine, "second")
+    workers.append(second)
+    assert second.step() == 1
+    assert sorted(state for state, _ in q.states().values()) == ["sending", "sending"]
+
+
+def test_a_wake_starts_an_idle_job_and_repeats_a_running_one() -> None:
+    wake = Wake()
+    started: list[int] = []
+    wake()  # not bound yet: nothing to start, no error
+    wake.bind(lambda: started.append(1))
+    wake()
+    assert started == [1]
+
+    runs: list[int] = []
+
+    def body() -> int:
+        runs.append(1)
+        if len(runs) == 1:
+            wake()  # work handed over while the job runs
+        return 1
+
+    assert wake.run(body) == 2
+    assert started == [1]  # it ran again itself instead of being started anew
+    assert wake.run(body) == 1
+    wake()
+    assert started == [1, 1]
+
+
+def test_a_failing_body_leaves_the_wake_usable() -> None:
+    wake = Wake()
+    started: list[int] = []
+    wake.bind(lambda: started.append(1))
+
+    def boom() -> int:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        wake.run(boom)
+    wake()
+    assert started == [1]
