@@ -12,7 +12,9 @@ Steps, each a pure function on arrays:
 2. :func:`to_unit_range`: the Modality LUT only when it is not the identity, then
    the VOI LUT or window (LINEAR, LINEAR_EXACT, SIGMOID, VOI LUT Sequence) on the
    integer data, scaled to ``[0, 1]`` by the VOI's output range; MONOCHROME1 is
-   inverted.
+   inverted. For 8/16-bit greyscale data this is evaluated once per possible
+   stored value into a table and applied as one gather; :func:`preprocess_dataset`
+   gathers only the pixels it keeps (see ``bench/decode.py``).
 3. Mammography: :func:`breast_box` (Otsu threshold, largest component, falling
    back to the whole image) and a flip to the canonical side (breast on the
    left, chest wall at the left edge). The flip follows the image (the edge the
@@ -45,7 +47,10 @@ import pydicom
 import torch
 import torch.nn.functional as F  # noqa: N812
 from pydicom.dataset import Dataset
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 from scipy import ndimage
 
 from node.errors import InferenceError
@@ -87,6 +92,8 @@ _MIN_BREAST_FRACTION = 0.01
 _MASK_LONG_SIDE = 512
 # Ultrasound pixels at or below this (of full scale) count as black background.
 _US_BLACK = 0.02
+# Pixels per block of the table lookup (the block's index copy stays in cache).
+_LOOKUP_BLOCK = 1 << 16
 
 
 # --------------------------------------------------------------------------- #
@@ -327,20 +334,41 @@ def view_of(ds: Dataset) -> str:
 def decode(ds: Dataset) -> npt.NDArray[Any]:
     """Decode the stored pixel data to an array of the stored values.
 
-    Returns ``(rows, columns)`` for greyscale or ``(rows, columns, 3)`` RGB.
-    Raises :class:`InferenceError` for missing or undecodable pixel data and for
+    Returns ``(rows, columns)`` for greyscale or ``(rows, columns, 3)`` RGB, a
+    new writeable array (the dataset does not keep it). Raises
+    :class:`InferenceError` for missing or undecodable pixel data and for
     multi-frame images.
+    """
+    return _decode(ds, stored_bits_only=True)
+
+
+def _decode(ds: Dataset, *, stored_bits_only: bool) -> npt.NDArray[Any]:
+    """:func:`decode`; with ``stored_bits_only=False`` unused high bits are left as stored.
+
+    Without the unused-bits correction natively encoded pixels come back as a
+    read-only view on the dataset's Pixel Data (no copy) and decoded frames
+    skip two passes over the image; :func:`_unit_table` applies the
+    correction to the table instead.
     """
     if "PixelData" not in ds:
         raise InferenceError("the image has no pixel data")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise InferenceError(f"multi-frame images are not supported ({frames} frames)")
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None)
+    options: dict[str, Any] = {}
+    if not stored_bits_only:
+        options.update(correct_unused_bits=False, view_only=True)
+    plugin = _preferred_plugin(syntax)
     try:
-        arr = ds.pixel_array
+        try:
+            arr = pixel_array(ds, decoding_plugin=plugin, **options)
+        except Exception:  # the preferred plugin failed: let pydicom try every plugin
+            if not plugin:
+                raise
+            arr = pixel_array(ds, **options)
     except Exception as exc:  # pydicom raises many types for codec problems
-        meta = getattr(ds, "file_meta", None)
-        syntax = getattr(meta, "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "unknown transfer syntax")
         raise InferenceError(f"cannot decode pixel data ({name}): {exc}") from exc
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
@@ -348,39 +376,85 @@ def decode(ds: Dataset) -> npt.NDArray[Any]:
     return arr
 
 
+def _preferred_plugin(syntax: object) -> str:
+    """The fastest installed decoding plugin for ``syntax``, ``""`` for pydicom's own order.
+
+    JPEG-LS: CharLS (pyjpegls) decodes a detector-size mammogram about three
+    times faster than libjpeg (pylibjpeg-libjpeg), which pydicom tries first.
+    """
+    if not isinstance(syntax, str) or syntax not in _PREFERRED_PLUGINS:
+        return ""
+    plugin = _PREFERRED_PLUGINS[syntax]
+    try:
+        available = get_decoder(syntax).available_plugins
+    except NotImplementedError:
+        return ""
+    return plugin if plugin in available else ""
+
+
+_PREFERRED_PLUGINS: dict[str, str] = {
+    str(JPEGLSLossless): "pyjpegls",
+    str(JPEGLSNearLossless): "pyjpegls",
+}
+
+
 def to_unit_range(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage:
     """Apply the Modality and VOI transforms and scale to ``[0, 1]``, bright = dense.
 
     ``arr`` is the output of :func:`decode` for ``ds``. RGB input (ultrasound)
     is converted to luminance and scaled by its bit depth; VOI does not apply.
+
+    Greyscale integers of 8 or 16 bits (every mammogram) go through a table
+    (:func:`_unit_table`): the whole transform is evaluated once per possible
+    stored value and the image becomes one gather, giving the values the
+    direct ``float64`` evaluation gives, pixel for pixel.
     """
     if arr.ndim == 3:
         gray = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
         full = float(2 ** int(ds.get("BitsStored", 8) or 8) - 1)
         return np.clip(gray / full, 0.0, 1.0).astype(np.float32)
+    table = _unit_table(ds, arr)
+    if table is not None:
+        return _lookup(table, arr)
+    return _to_unit_range_direct(ds, arr)
 
+
+def _to_unit_range_direct(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage:
+    """The transform of :func:`to_unit_range` evaluated on the image itself, in ``float64``."""
     values: npt.NDArray[Any] = arr
     if _modality_lut_needed(ds):
         values = apply_modality_lut(values, ds)
         if np.issubdtype(values.dtype, np.floating) and np.array_equal(values, np.round(values)):
             # keep integers so a VOI LUT Sequence indexes them exactly
             values = values.astype(np.int64)
-
-    voi_applies = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
-    if voi_applies:
-        try:
-            windowed = apply_voi_lut(values, ds, index=0)
-            # the VOI's output range, from its response to extreme inputs
-            probe = np.array([-(2**31), 2**31 - 1], dtype=np.int64)
-            with np.errstate(over="ignore"):  # a SIGMOID saturates at the extremes
-                ends = apply_voi_lut(probe, ds, index=0).astype(np.float64)
-        except (ValueError, IndexError, TypeError, AttributeError) as exc:
-            raise InferenceError(f"invalid VOI LUT or window: {exc}") from exc
-        low, high = float(ends.min()), float(ends.max())
+    if _voi_applies(ds):
+        windowed, low, high = _apply_voi(ds, values)
         result = windowed.astype(np.float64)
     else:
         result = values.astype(np.float64)
         low, high = float(result.min()), float(result.max())
+    return _scale(ds, result, low, high)
+
+
+def _voi_applies(ds: Dataset) -> bool:
+    return "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+
+
+def _apply_voi(ds: Dataset, values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float, float]:
+    """The VOI LUT or window applied to ``values``, and the VOI's output range."""
+    try:
+        windowed = apply_voi_lut(values, ds, index=0)
+        # the VOI's output range, from its response to extreme inputs
+        probe = np.array([-(2**31), 2**31 - 1], dtype=np.int64)
+        with np.errstate(over="ignore"):  # a SIGMOID saturates at the extremes
+            ends = apply_voi_lut(probe, ds, index=0).astype(np.float64)
+    except (ValueError, IndexError, TypeError, AttributeError) as exc:
+        raise InferenceError(f"invalid VOI LUT or window: {exc}") from exc
+    return windowed, float(ends.min()), float(ends.max())
+
+
+def _scale(ds: Dataset, result: npt.NDArray[np.float64], low: float, high: float) -> FloatImage:
+    """``[low, high]`` to ``[0, 1]`` as ``float32``, inverted for MONOCHROME1."""
     if high <= low:
         scaled = np.zeros(result.shape, dtype=np.float32)
     else:
@@ -396,6 +470,89 @@ def _modality_lut_needed(ds: Dataset) -> bool:
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     return slope != 1.0 or intercept != 0.0
+
+
+def _unit_table(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage | None:
+    """:func:`to_unit_range`'s output for every bit pattern of ``arr``'s dtype, or ``None``.
+
+    ``None`` unless ``arr`` is a 2-D native-endian integer array of 8 or 16 bits.
+    Entry ``i`` is the output for a pixel whose bits read as unsigned are ``i``:
+    the unused high bits are removed first (as pydicom does), so ``arr`` may
+    come straight from the decoder. The transform is the one
+    :func:`_to_unit_range_direct` applies, on the same dtype, so each pixel
+    gets the same value; the two steps that look at the image as a whole
+    (whether rescaled values are integers, for a VOI LUT Sequence, and the
+    data range when there is no VOI) look at the values that occur in it.
+    """
+    if arr.ndim != 2 or arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2:
+        return None
+    if not arr.dtype.isnative:
+        return None
+    index_type = np.dtype(f"u{arr.dtype.itemsize}")
+    patterns = np.arange(2 ** (8 * arr.dtype.itemsize), dtype=index_type)
+    stored = patterns.view(arr.dtype)
+    shift = 8 * arr.dtype.itemsize - int(ds.get("BitsStored", 8 * arr.dtype.itemsize) or 0)
+    if 0 < shift < 8 * arr.dtype.itemsize:
+        # pydicom's unused-bits correction: zero-fill (unsigned) or sign-extend (signed)
+        stored = np.right_shift(np.left_shift(stored, shift), shift)
+
+    occurring: npt.NDArray[np.bool_] | None = None
+
+    def occurs() -> npt.NDArray[np.bool_]:
+        """Which table entries occur in the image (one counting pass, computed once)."""
+        nonlocal occurring
+        if occurring is None:
+            counts = np.bincount(arr.view(index_type).ravel(), minlength=patterns.size)
+            occurring = counts > 0
+        return occurring
+
+    values: npt.NDArray[Any] = stored
+    rescaled = _modality_lut_needed(ds)
+    if rescaled:
+        values = apply_modality_lut(values, ds)
+        if np.issubdtype(values.dtype, np.floating) and "VOILUTSequence" in ds:
+            # only a VOI LUT Sequence tells integers from floats (windows compute in float64)
+            seen = values[occurs()]
+            if np.array_equal(seen, np.round(seen)):
+                values = values.astype(np.int64)
+    if _voi_applies(ds):
+        windowed, low, high = _apply_voi(ds, values)
+        result = windowed.astype(np.float64)
+    else:
+        result = values.astype(np.float64)
+        # the data range: with a monotonic modality transform (none or a rescale) the
+        # smallest and largest stored values settle it, else every value that occurs
+        ends = None if "ModalityLUTSequence" in ds else _range_entries(arr, stored, index_type)
+        seen_values = result[ends if ends is not None else occurs()]
+        low, high = float(seen_values.min()), float(seen_values.max())
+    return _scale(ds, result, low, high)
+
+
+def _range_entries(
+    arr: npt.NDArray[Any], stored: npt.NDArray[Any], index_type: np.dtype[Any]
+) -> npt.NDArray[np.intp] | None:
+    """Table entries of the smallest and largest value in ``arr``, or ``None``.
+
+    ``None`` when either has unused high bits set: then the array's extremes
+    are not the extremes of the stored values.
+    """
+    ends = np.array([arr.min(), arr.max()], dtype=arr.dtype)
+    entries = ends.view(index_type).astype(np.intp)
+    return entries if np.array_equal(stored[entries], ends) else None
+
+
+def _lookup(table: FloatImage, arr: npt.NDArray[Any]) -> FloatImage:
+    """``table[arr]`` for a 2-D 8/16-bit integer ``arr`` (any strides), as a new contiguous array.
+
+    Row blocks keep the index conversion NumPy makes in cache, instead of an
+    ``intp`` copy of the whole image.
+    """
+    index = arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
+    out = np.empty(index.shape, dtype=np.float32)
+    step = max(1, _LOOKUP_BLOCK // max(1, index.shape[1]))
+    for row in range(0, index.shape[0], step):
+        np.take(table, index[row : row + step], out=out[row : row + step], mode="clip")
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -435,30 +592,45 @@ def _largest_component_box(
     return top, left, bottom, right
 
 
+def _stride(shape: tuple[int, ...]) -> int:
+    """Step of the reduced copy that breast and image-area finding run on."""
+    return max(1, math.ceil(max(shape) / _MASK_LONG_SIDE))
+
+
 def _small(image: FloatImage) -> tuple[FloatImage, int]:
-    stride = max(1, math.ceil(max(image.shape) / _MASK_LONG_SIDE))
+    stride = _stride(image.shape)
     return image[::stride, ::stride], stride
+
+
+def _otsu_mask(small: FloatImage) -> npt.NDArray[np.bool_]:
+    smooth = ndimage.uniform_filter(small, size=5)
+    return np.asarray(smooth > otsu_threshold(smooth))
 
 
 def breast_mask(image: FloatImage) -> tuple[npt.NDArray[np.bool_], int]:
     """Otsu foreground of a reduced copy of ``image`` and the reduction stride."""
     small, stride = _small(image)
-    smooth = ndimage.uniform_filter(small, size=5)
-    return smooth > otsu_threshold(smooth), stride
+    return _otsu_mask(small), stride
 
 
 def breast_box(image: FloatImage) -> Box:
     """Bounding box of the breast: the largest Otsu component; the whole image if none."""
     mask, stride = breast_mask(image)
-    box = (
-        _largest_component_box(mask, stride, image.shape) if mask.any() and not mask.all() else None
-    )
-    return box if box is not None else (0, 0, image.shape[0], image.shape[1])
+    return _box_from_mask(mask, stride, (int(image.shape[0]), int(image.shape[1])))
+
+
+def _box_from_mask(mask: npt.NDArray[np.bool_], stride: int, shape: tuple[int, int]) -> Box:
+    box = _largest_component_box(mask, stride, shape) if mask.any() and not mask.all() else None
+    return box if box is not None else (0, 0, shape[0], shape[1])
 
 
 def chest_wall_side(image: FloatImage) -> Literal["left", "right"] | None:
     """Which image edge the breast leans on, or ``None`` when the image is not decisive."""
     mask, _ = breast_mask(image)
+    return _side_from_mask(mask)
+
+
+def _side_from_mask(mask: npt.NDArray[np.bool_]) -> Literal["left", "right"] | None:
     half = mask.shape[1] // 2
     left, right = float(mask[:, :half].sum()), float(mask[:, mask.shape[1] - half :].sum())
     total = left + right
@@ -470,10 +642,14 @@ def chest_wall_side(image: FloatImage) -> Literal["left", "right"] | None:
 def ultrasound_box(image: FloatImage) -> Box:
     """Bounding box of the non-black image area; the whole image if there is none."""
     small, stride = _small(image)
+    return _image_area_box(small, stride, (int(image.shape[0]), int(image.shape[1])))
+
+
+def _image_area_box(small: FloatImage, stride: int, shape: tuple[int, int]) -> Box:
     # opening removes isolated noise pixels without moving the area's edges
     mask = ndimage.binary_opening(small > _US_BLACK, structure=np.ones((3, 3), dtype=bool))
-    box = _largest_component_box(mask, stride, image.shape) if mask.any() else None
-    return box if box is not None else (0, 0, image.shape[0], image.shape[1])
+    box = _largest_component_box(mask, stride, shape) if mask.any() else None
+    return box if box is not None else (0, 0, shape[0], shape[1])
 
 
 def clahe(
@@ -567,37 +743,87 @@ def preprocess_array(
         options: the model's input contract.
         laterality_source: recorded in the result when ``laterality`` is given.
     """
-    opts = options or PreprocessOptions()
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2 or min(img.shape) < 1:
         raise InferenceError(f"expected a 2-D image, got shape {img.shape}")
     if not np.isfinite(img).all():
         raise InferenceError("the image contains non-finite values")
+    return _preprocess(_ArrayPixels(img), modality, laterality, options, laterality_source)
+
+
+class _ArrayPixels:
+    """A ``[0, 1]`` image held in memory."""
+
+    def __init__(self, image: FloatImage) -> None:
+        self.image = image
+        self.shape = (int(image.shape[0]), int(image.shape[1]))
+
+    def strided(self, stride: int) -> FloatImage:
+        return self.image[::stride, ::stride]
+
+    def region(self, box: Box, flipped: bool) -> FloatImage:
+        top, left, bottom, right = box
+        region = self.image[top:bottom, left:right]
+        return region[:, ::-1] if flipped else region
+
+
+class _TablePixels:
+    """A ``[0, 1]`` image as stored integers and a table (:func:`_unit_table`).
+
+    Only the pixels asked for are converted: the reduced copy for breast
+    finding and the crop, which comes out flipped and contiguous in the same
+    gather, ready for resizing.
+    """
+
+    def __init__(self, stored: npt.NDArray[Any], table: FloatImage) -> None:
+        self.stored = stored
+        self.table = table
+        self.shape = (int(stored.shape[0]), int(stored.shape[1]))
+
+    def strided(self, stride: int) -> FloatImage:
+        return _lookup(self.table, self.stored[::stride, ::stride])
+
+    def region(self, box: Box, flipped: bool) -> FloatImage:
+        top, left, bottom, right = box
+        region = self.stored[top:bottom, left:right]
+        return _lookup(self.table, region[:, ::-1] if flipped else region)
+
+
+def _preprocess(
+    pixels: _ArrayPixels | _TablePixels,
+    modality: str,
+    laterality: Laterality | None,
+    options: PreprocessOptions | None,
+    laterality_source: str,
+) -> Preprocessed:
+    """:func:`preprocess_array` on a checked image, however it is held."""
+    opts = options or PreprocessOptions()
     modality = modality.upper()
     flipped = False
     source = laterality_source if laterality is not None else "none"
+    whole: Box = (0, 0, *pixels.shape)
+    if modality not in ("MG", "US"):
+        raise InferenceError(f"unsupported modality {modality!r} (expected MG or US)")
+    stride = _stride(pixels.shape)
+    small = pixels.strided(stride)
     if modality == "MG":
-        box = breast_box(img) if opts.crop else (0, 0, img.shape[0], img.shape[1])
-        side = chest_wall_side(img)
+        mask = _otsu_mask(small)  # one mask for the box and the side
+        box = _box_from_mask(mask, stride, pixels.shape) if opts.crop else whole
+        side = _side_from_mask(mask)
         if laterality is None and side is not None:
             # standard display: a left breast leans on the left edge
             laterality, source = ("L" if side == "left" else "R"), "image"
         if opts.canonical_flip:
             flipped = side == "right" if side is not None else laterality == "R"
-    elif modality == "US":
-        box = ultrasound_box(img) if opts.crop else (0, 0, img.shape[0], img.shape[1])
     else:
-        raise InferenceError(f"unsupported modality {modality!r} (expected MG or US)")
+        box = _image_area_box(small, stride, pixels.shape) if opts.crop else whole
 
-    top, left, bottom, right = box
-    region = img[top:bottom, left:right]
-    if flipped:
-        region = region[:, ::-1]
+    region = pixels.region(box, flipped)
     if modality == "US" and opts.ultrasound_clahe:
         region = clahe(region, opts.clahe_clip_limit, opts.clahe_tiles)
     out, resized, pad = resize_and_pad(region, opts.height, opts.width)
     geometry = Geometry(
-        original_shape=(int(img.shape[0]), int(img.shape[1])),
+        original_shape=pixels.shape,
         crop=box,
         flipped=flipped,
         resized_shape=resized,
@@ -615,13 +841,25 @@ def preprocess_array(
 
 
 def preprocess_dataset(ds: Dataset, options: PreprocessOptions | None = None) -> Preprocessed:
-    """Decode and preprocess one DICOM image; :class:`InferenceError` on any failure."""
+    """Decode and preprocess one DICOM image; :class:`InferenceError` on any failure.
+
+    The same result as ``preprocess_array(to_unit_range(ds, decode(ds)), ...)``
+    with the tags' modality and laterality. Greyscale 8/16-bit images take a
+    shorter road to it: the decoded array is used as decoded (no unused-bits
+    pass, no copy of natively encoded pixels) and only the reduced copy and the
+    crop are converted to ``[0, 1]``, through the table of :func:`to_unit_range`.
+    """
     modality = modality_of(ds)
     if modality not in ("MG", "US"):
         raise InferenceError(
             f"unsupported modality {modality or '(missing)'!r} (expected MG or US)"
         )
-    pixels = to_unit_range(ds, decode(ds))
+    stored = _decode(ds, stored_bits_only=False)
     laterality, source = laterality_from_tags(ds)
-    result = preprocess_array(pixels, modality, laterality, options, laterality_source=source)
+    table = _unit_table(ds, stored) if min(stored.shape[:2]) >= 1 else None
+    if table is not None and np.isfinite(table).all():
+        result = _preprocess(_TablePixels(stored, table), modality, laterality, options, source)
+    else:
+        pixels = to_unit_range(ds, stored)
+        result = preprocess_array(pixels, modality, laterality, options, laterality_source=source)
     return replace(result, view=view_of(ds))
