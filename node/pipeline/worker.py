@@ -9,8 +9,10 @@ study to ``sending`` in one transaction (:func:`node.db.save_result`).
 With ``worker.pipeline`` (the default) a step hands the claim of the next batch, and
 the decoding and preprocessing of its images, to a second thread before it infers its
 own: decoding, which is single-threaded Python and codec work, then overlaps the
-model's forward passes. The prefetched studies are claimed and leased like any others;
-:meth:`InferenceWorker.close` gives them back to the queue when the node stops.
+model's forward passes. When it finds a next batch, the current batch's result
+objects are then built and stored by a third thread while the next step infers. The
+prefetched studies are claimed and leased like any others; :meth:`InferenceWorker.close`
+waits for the results being stored and gives prefetched studies back to the queue.
 
 A study that cannot be inferred or rendered is never dropped silently: it gets a
 failure report (when ``outputs.failure_report`` is on), delivered like a result, after
@@ -129,34 +131,42 @@ class InferenceWorker:
         self.worker_id = worker_id
         self.on_result = on_result
         self._prefetch: Future[_Batch | None] | None = None
-        self._prefetcher = (
-            ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-            if settings.worker.pipeline
-            else None
-        )
+        self._finishing: Future[None] | None = None
+        pipeline = settings.worker.pipeline
+        self._prefetcher = ThreadPoolExecutor(1, "prefetch") if pipeline else None
+        self._finisher = ThreadPoolExecutor(1, "results") if pipeline else None
 
     def step(self) -> int:
         """Claim up to ``worker.batch_studies`` queued studies and process them together.
 
         With ``worker.pipeline`` the next batch is claimed, decoded and preprocessed in a
-        second thread while this one is inferred; the next step starts from it.
-        Returns how many studies this step finished (0: the queue was empty).
+        second thread while this one is inferred, and when there is a next batch, this
+        one's result objects are built and stored in a third thread while the next step
+        infers. Returns how many studies this step took on (0: the queue was empty).
         """
         batch = self._take_prefetched()
         if batch is None:
             batch = self._claim_batch()
         if batch is None:
+            self._wait_finished()
             return 0
         try:
             if self._prefetcher is not None:
                 self._prefetch = self._prefetcher.submit(self._claim_batch)
-            self._infer(batch)
-        finally:
+            outcomes, infer_s = self._infer(batch)
+        except BaseException:
             batch.leases.close()
+            raise
+        self._wait_finished()  # at most one batch is rendered while another is inferred
+        if self._finisher is not None and self._next_is_ready():
+            self._finishing = self._finisher.submit(self._finish, batch, outcomes, infer_s)
+        else:
+            self._finish(batch, outcomes, infer_s)
         return len(batch.studies)
 
     def close(self) -> None:
-        """Return prefetched studies to the queue and stop the prefetch thread."""
+        """Finish the batch being rendered, return prefetched studies to the queue, stop."""
+        self._wait_finished()
         batch = self._take_prefetched()
         if batch is not None:
             try:
@@ -165,9 +175,10 @@ class InferenceWorker:
                         log.info("worker.unclaimed", study_uid=study.study_uid)
             finally:
                 batch.leases.close()
-        if self._prefetcher is not None:
-            self._prefetcher.shutdown(wait=True)
-            self._prefetcher = None
+        for pool in (self._prefetcher, self._finisher):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._prefetcher = self._finisher = None
 
     # ----------------------------------------------------------------- stages
     def _take_prefetched(self) -> _Batch | None:
@@ -231,15 +242,30 @@ class InferenceWorker:
             leases.close()
             raise
 
-    def _infer(self, batch: _Batch) -> None:
+    def _next_is_ready(self) -> bool:
+        """Whether the prefetch found another batch (waits for it to finish claiming)."""
+        future = self._prefetch
+        if future is None:
+            return False
+        try:
+            return future.result() is not None
+        except Exception:
+            return False
+
+    def _wait_finished(self) -> None:
+        future, self._finishing = self._finishing, None
+        if future is not None:
+            future.result()
+
+    def _infer(self, batch: _Batch) -> tuple[list[StudyResult | StudyInferenceError], float]:
+        """The model's outcome per claimed study, and the seconds it took."""
         claimed = batch.claimed
-        if not claimed:
-            return
         start = time.perf_counter()
-        if isinstance(batch.prepared, str):
-            outcomes: list[StudyResult | StudyInferenceError] = [
-                StudyInferenceError(item.study.study_uid, batch.prepared) for item in claimed
-            ]
+        outcomes: list[StudyResult | StudyInferenceError]
+        if not claimed:
+            outcomes = []
+        elif isinstance(batch.prepared, str):
+            outcomes = [StudyInferenceError(c.study.study_uid, batch.prepared) for c in claimed]
         else:
             try:
                 outcomes = self.engine.infer_prepared(batch.prepared)
@@ -247,13 +273,27 @@ class InferenceWorker:
                 log.exception("inference.crashed", studies=[c.study.study_uid for c in claimed])
                 reason = f"internal error during inference: {type(exc).__name__}: {exc}"
                 outcomes = [StudyInferenceError(c.study.study_uid, reason) for c in claimed]
-        infer_seconds = time.perf_counter() - start
-        share = len(claimed)
-        for item, outcome in zip(claimed, outcomes, strict=True):
-            if isinstance(outcome, StudyResult):
-                self._succeed(item, outcome, infer_seconds / share, batch.prepare_s / share)
-            else:
-                self._fail(item.study, item.images, f"inference failed: {outcome}")
+        return outcomes, time.perf_counter() - start
+
+    def _finish(
+        self,
+        batch: _Batch,
+        outcomes: Sequence[StudyResult | StudyInferenceError],
+        infer_seconds: float,
+    ) -> None:
+        """Build, store and hand over each study's results; then let the leases go."""
+        try:
+            share = max(1, len(batch.claimed))
+            for item, outcome in zip(batch.claimed, outcomes, strict=True):
+                try:
+                    if isinstance(outcome, StudyResult):
+                        self._succeed(item, outcome, infer_seconds / share, batch.prepare_s / share)
+                    else:
+                        self._fail(item.study, item.images, f"inference failed: {outcome}")
+                except Exception:  # the study stays claimed; its lease expires and it is redone
+                    log.exception("worker.finish_crashed", study_uid=item.study.study_uid)
+        finally:
+            batch.leases.close()
 
     def _eligible_images(self, study: StudyRef) -> tuple[InstanceFacts, ...]:
         rules = self.settings.eligibility.rules

@@ -210,3 +210,22 @@ def test_a_failing_body_leaves_the_wake_usable() -> None:
         wake.run(boom)
     wake()
     assert started == [1]
+
+
+def test_warm_up_runs_the_model_and_leaves_results_unchanged(
+    engine: InferenceEngine, three_studies: list[Path]
+) -> None:
+    from node.pipeline.infer import ImageInput, StudyInput
+
+    files = three_studies[:4]
+    study = StudyInput(
+        str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID),
+        tuple(
+            ImageInput(f, str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))
+            for f in files
+        ),
+    )
+    before = engine.infer_studies([study])[0]
+    assert engine.warm_up() > 0
+    after = engine.infer_studies([study])[0]
+    assert [i.probability for i in after.images] == [i.probability for i in before.images]
