@@ -11,12 +11,26 @@ ratios against the plain CNN measured in the same run.
 
 Model forward passes only (no decoding, TTA or Grad-CAM); those stages are
 timed per study in the engine's results.
+
+A second table, measured in the same run, times optimisations one at a time on
+one or two members (``--opt-arch``, default efficientnet_b0 and resnet50) at
+batch 4, each against its reference: channels-last against contiguous, bf16
+autocast against fp32, ``torch.compile`` against eager (only with ``--compile``:
+compiling takes minutes on a CPU and needs a C++ compiler), and Grad-CAM in the
+same pass as the prediction (what the engine does: ``forward_features`` without
+grad, ``forward_head`` with grad) against the textbook way (a second forward
+with grad through the whole network, then backward to the last feature map).
+
+    python bench/inference.py --opt-arch efficientnet_b0 --compile
+    python bench/inference.py --no-optimisations
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -27,6 +41,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from node.models.registry import ARCHITECTURES, create_model
+from node.pipeline.explain import grad_cam
 
 # Dense peak FLOP/s (no sparsity) by device name substring: (fp32, bf16).
 # fp32 on Hopper/Ampere counts TF32 tensor cores off (CUDA cores only).
@@ -127,6 +142,131 @@ def measure(
     )
 
 
+# --------------------------------------------------------------------------- #
+# Optimisations, one at a time, each against its reference
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class OptRow:
+    model: str
+    variant: str
+    reference: str
+    seconds: float
+    reference_seconds: float
+
+
+def optimisation_rows(
+    arch: str,
+    *,
+    batch: int,
+    height: int,
+    width: int,
+    device: torch.device,
+    repeats: int,
+    compile_models: bool,
+) -> list[OptRow]:
+    """Seconds per batch of each variant of ``arch`` and of its reference, same run."""
+    torch.manual_seed(0)
+    base = create_model(arch, num_classes=3, in_chans=1).to(device).eval()
+    for parameter in base.parameters():
+        parameter.requires_grad_(False)
+    x = torch.rand(batch, 1, height, width, device=device)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    contiguous = base
+    channels_last = copy.deepcopy(base).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def forward(model: torch.nn.Module, inputs: torch.Tensor, bf16: bool = False) -> object:
+        def call() -> object:
+            with (
+                torch.inference_mode(),
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+            ):
+                return model(inputs)
+
+        return call
+
+    def measure_one(fn: Callable[[], object]) -> float:
+        return timed(fn, device, repeats, warm_up=True)
+
+    rows: list[OptRow] = []
+    t_contiguous = measure_one(forward(contiguous, x))
+    t_cl = measure_one(forward(channels_last, x_cl))
+    rows.append(OptRow(arch, "fp32, channels-last", "fp32, contiguous", t_cl, t_contiguous))
+    t_bf16 = measure_one(forward(channels_last, x_cl, bf16=True))
+    rows.append(OptRow(arch, "bf16 autocast, channels-last", "fp32, channels-last", t_bf16, t_cl))
+    if compile_models:
+        compiled = torch.compile(channels_last)
+        start = time.perf_counter()
+        forward(compiled, x_cl)()  # compiles
+        compile_s = time.perf_counter() - start
+        t_compiled = measure_one(forward(compiled, x_cl))
+        rows.append(
+            OptRow(
+                arch,
+                f"torch.compile, fp32, channels-last (compiling took {compile_s:.0f} s)",
+                "eager, fp32, channels-last",
+                t_compiled,
+                t_cl,
+            )
+        )
+
+    # Grad-CAM for one class, with the prediction
+    model = channels_last
+
+    def same_pass() -> object:
+        with torch.no_grad():
+            features = model.forward_features(x_cl)  # type: ignore[operator]
+        features = features.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model.forward_head(features)  # type: ignore[operator]
+        return grad_cam(features, logits[:, 0])
+
+    textbook = copy.deepcopy(model)
+    for parameter in textbook.parameters():
+        parameter.requires_grad_(True)  # as a model fresh from timm: the whole graph is recorded
+
+    def separate_pass() -> object:
+        with torch.inference_mode():
+            textbook(x_cl)  # the prediction
+        with torch.enable_grad():
+            features = textbook.forward_features(x_cl)  # type: ignore[operator]
+            logits = textbook.forward_head(features)  # type: ignore[operator]
+            return grad_cam(features, logits[:, 0])
+
+    t_same = measure_one(same_pass)
+    t_separate = measure_one(separate_pass)
+    rows.append(
+        OptRow(
+            arch,
+            "prediction + Grad-CAM, same pass (features no grad, head with grad)",
+            "prediction, then a forward with grad + backward to the feature map",
+            t_same,
+            t_separate,
+        )
+    )
+    rows.append(
+        OptRow(
+            arch,
+            "prediction only (inference forward), for scale",
+            "prediction + Grad-CAM, same pass",
+            t_cl,
+            t_same,
+        )
+    )
+    return rows
+
+
+def print_optimisations(rows: list[OptRow], batch: int) -> None:
+    print()
+    print(f"Optimisations (batch {batch}; speed = reference time / variant time, > 1 is faster):")
+    print("| model | variant | reference | batch ms | reference ms | speed vs reference |")
+    print("|---|---|---|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r.model} | {r.variant} | {r.reference} | {1000 * r.seconds:,.0f} "
+            f"| {1000 * r.reference_seconds:,.0f} | {r.reference_seconds / r.seconds:.2f}x |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,6 +284,20 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch default)"
     )
     parser.add_argument("--arch", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    parser.add_argument(
+        "--opt-arch",
+        nargs="+",
+        default=["efficientnet_b0", "resnet50"],
+        choices=ARCHITECTURES,
+        help="members for the optimisations table",
+    )
+    parser.add_argument("--opt-batch", type=int, default=4, help="batch of the optimisations table")
+    parser.add_argument(
+        "--no-optimisations", action="store_true", help="skip the optimisations table"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="add torch.compile rows (slow to compile on a CPU)"
+    )
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -214,6 +368,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not use_cuda:
         print("% peak: n/a on CPU (no reliable peak figure); GPU rows need a CUDA device.")
+    if not args.no_optimisations:
+        if args.compile and device.type == "cpu" and shutil.which("gcc") is None:
+            print("torch.compile rows skipped: no C++ compiler (gcc) for the CPU backend")
+            args.compile = False
+        opt_rows: list[OptRow] = []
+        for arch in args.opt_arch:
+            opt_rows.extend(
+                optimisation_rows(
+                    arch,
+                    batch=args.opt_batch,
+                    height=args.height,
+                    width=args.width,
+                    device=device,
+                    repeats=repeats,
+                    compile_models=args.compile,
+                )
+            )
+            print(f"  measured optimisations of {arch}", file=sys.stderr, flush=True)
+        print_optimisations(opt_rows, args.opt_batch)
     return 0
 
 
