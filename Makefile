@@ -73,6 +73,14 @@ clean:
 bench-inference: $(VENV)/.installed-run
 	$(BIN)/python bench/inference.py $(BENCH_ARGS)
 
+# Decoding and preprocessing of detector-size mammograms per transfer syntax (explicit VR,
+# JPEG 2000, JPEG-LS, JPEG lossless, RLE): the node against the previous implementation,
+# stage by stage, and dcmtk; data generated once under var/bench/decode (about 3 minutes).
+# Results: docs/benchmarks.md, "Decoding and preprocessing".
+.PHONY: bench-decode
+bench-decode: $(VENV)/.installed-test
+	$(BIN)/python bench/decode.py $(BENCH_ARGS)
+
 # Receiving throughput: our SCP against dcmtk storescp and Orthanc, 1 and 4 concurrent
 # storescu senders, 20 detector-size mammograms (generated once under var/bench/ingest).
 # Needs dcmtk and orthanc (make system-deps). Results: docs/benchmarks.md, "Receiving".
