@@ -74,7 +74,12 @@ class NodeService:
         log.info("node.starting", role=self.role, settings=settings.redacted())
         infers = settings.worker.enabled or not node_role
         if infers and settings.model_available and settings.model is not None:
-            self.engine = InferenceEngine.load(settings.model, settings.inference)
+            outputs = settings.outputs
+            self.engine = InferenceEngine.load(
+                settings.model,
+                settings.inference,
+                display_size=outputs.sc_size if "sc" in outputs.objects else None,
+            )
         elif not node_role:
             raise ModelError(
                 f"a worker needs a model folder; {settings.model or 'none'} is not one "

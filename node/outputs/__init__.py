@@ -125,8 +125,9 @@ def build_outputs(
 ) -> list[ResultObject]:
     """Every configured object for ``result``.
 
-    ``sources``: the evaluated images, one dataset each (with pixel data when
-    ``sc`` is configured; header only otherwise). ``failed_sources``: eligible
+    ``sources``: the evaluated images, one dataset each (header only will do; with
+    pixel data when ``sc`` is configured and the image results carry no display
+    copy). ``failed_sources``: eligible
     images that could not be evaluated (the CAD SR then says "Partially
     Succeeded"). ``intended_use``: the model card's statement, written into the
     TID 1500 report. Raises :class:`OutputError` naming the problem.
@@ -165,7 +166,7 @@ def build_outputs(
     for number, image in enumerate(result.images, start=1):
         source = by_uid[image.sop_instance_uid]
         if "sc" in settings.objects:
-            if "PixelData" not in source:
+            if image.display is None and "PixelData" not in source:
                 raise OutputError(
                     f"sources: {image.sop_instance_uid} has no pixel data for the secondary capture"
                 )
@@ -180,7 +181,10 @@ def build_outputs(
             )
             sc = build_secondary_capture(
                 source,
-                heatmap=image.heatmap_original(),
+                display=image.display,
+                heatmap=image.heatmap_original()
+                if image.display is None
+                else image.heatmap_display(),
                 regions=image.regions,
                 probability=image.probability,
                 model_name=result.model_name,

@@ -77,26 +77,36 @@ def build_secondary_capture(
     model_version: str,
     style: SecondaryCaptureStyle,
     series: SeriesSpec,
+    display: npt.NDArray[np.float32] | None = None,
 ) -> hd.sc.SCImage:
-    """Build the Grad-CAM secondary capture of ``source`` (a dataset with pixel data).
+    """Build the Grad-CAM secondary capture of ``source``.
 
-    ``heatmap`` is on the source's pixel grid (``(Rows, Columns)``, values in
-    ``[0, 1]``), or ``None`` for an image without a map (the picture then shows the
+    The picture is drawn on ``display``, the image as a viewer shows it in ``[0, 1]``
+    at any scale of the source's pixel grid (the engine keeps one from preprocessing,
+    so nothing is decoded again), or else on ``source``'s own pixels (then it must
+    have pixel data). ``heatmap`` is on the same grid as the picture, values in
+    ``[0, 1]``, or ``None`` for an image without a map (the picture then shows the
     image and legend only). ``regions`` are in source pixel coordinates.
     """
     require_uids(source)
     if not 0.0 <= probability <= 1.0:
         raise OutputError(f"probability: must be in [0, 1], not {probability}")
-    gray = display_image(source)
+    gray = display_image(source) if display is None else np.asarray(display, dtype=np.float32)
     if heatmap is None:
         heat = np.zeros_like(gray)
     else:
         heat = np.asarray(heatmap, dtype=np.float32)
         if heat.shape != gray.shape:
             raise OutputError(f"heatmap: shape {heat.shape} differs from the image's {gray.shape}")
+    rows, cols = (
+        int(source.get("Rows") or gray.shape[0]),
+        int(source.get("Columns") or gray.shape[1]),
+    )
+    scale = np.array([gray.shape[1] / cols, gray.shape[0] / rows])  # (x, y)
     outlines = [
         Outline(
-            closed_polygon(r.polygon, f"regions[{i}]").astype(np.float64), f"{i + 1}: {r.peak:.2f}"
+            closed_polygon(r.polygon, f"regions[{i}]").astype(np.float64) * scale,
+            f"{i + 1}: {r.peak:.2f}",
         )
         for i, r in enumerate(regions)
     ]

@@ -38,7 +38,12 @@ from node.errors import InferenceError
 from node.models.card import ModelCard
 from node.models.folder import LoadedModel, load_model_folder
 from node.pipeline import ensemble
-from node.pipeline.explain import Region, combine_cams, extract_regions, grad_cam
+from node.pipeline.explain import (
+    Region,
+    combine_cams,
+    extract_regions,
+    grad_cam,
+)
 from node.pipeline.preprocess import Geometry, Preprocessed, preprocess_dataset, read_dataset
 from node.pipeline.runtime import PreparedMember, Runtime, prepare_member
 
@@ -129,6 +134,9 @@ class ImageResult:
         heatmap: Grad-CAM map over the model input, ``float32`` ``(H, W)`` in
             ``[0, 1]``, or ``None`` when CAM is off; :meth:`heatmap_original`
             resamples it onto the original image.
+        display: the whole image as a viewer shows it, scaled down (see
+            :meth:`InferenceEngine.load`'s ``display_size``), or ``None``;
+            :meth:`heatmap_display` resamples the heat map onto it.
         geometry: how the model input was made from the original image.
     """
 
@@ -146,6 +154,14 @@ class ImageResult:
     geometry: Geometry
     timings: StageTimings
     heatmap: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    display: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    def heatmap_display(self) -> npt.NDArray[np.float32] | None:
+        """The heat map on :attr:`display`'s pixel grid, or ``None``."""
+        if self.heatmap is None or self.display is None:
+            return None
+        rows, cols = self.display.shape
+        return self.geometry.map_to_grid(self.heatmap, (rows, cols))
 
     def heatmap_original(self) -> npt.NDArray[np.float32] | None:
         """The heat map on the original image's pixel grid (``(rows, columns)``), or ``None``."""
@@ -268,8 +284,16 @@ class _BatchOutput:
 class InferenceEngine:
     """A loaded model ready to infer studies. Create it once per process with :meth:`load`."""
 
-    def __init__(self, model: LoadedModel, settings: InferenceSettings, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        settings: InferenceSettings,
+        runtime: Runtime,
+        *,
+        display_size: int | None = None,
+    ) -> None:
         card = model.card
+        self.display_size = display_size
         self.card: ModelCard = card
         self.settings = settings
         self.runtime = runtime
@@ -286,11 +310,17 @@ class InferenceEngine:
         self._std = torch.tensor(card.input.std, device=runtime.device).view(1, channels, 1, 1)
 
     @classmethod
-    def load(cls, model_dir: Path, settings: InferenceSettings) -> InferenceEngine:
-        """Load and check ``model_dir``; :class:`ModelError` for any problem, before any study."""
+    def load(
+        cls, model_dir: Path, settings: InferenceSettings, *, display_size: int | None = None
+    ) -> InferenceEngine:
+        """Load and check ``model_dir``; :class:`ModelError` for any problem, before any study.
+
+        ``display_size``: keep each image's display copy (:attr:`ImageResult.display`)
+        with this longest side (0: original size), for result pictures; ``None``: none.
+        """
         runtime = Runtime.from_settings(settings)
         model = load_model_folder(Path(model_dir))
-        engine = cls(model, settings, runtime)
+        engine = cls(model, settings, runtime, display_size=display_size)
         card = model.card
         differs = {
             key: {"card": getattr(card.ensemble, key), "settings": getattr(settings, key)}
@@ -436,7 +466,9 @@ class InferenceEngine:
         for image in study.images:
             start = time.perf_counter()
             try:
-                result = preprocess_dataset(read_dataset(image.path), self._options)
+                result = preprocess_dataset(
+                    read_dataset(image.path), self._options, display_size=self.display_size
+                )
             except InferenceError as exc:
                 raise InferenceError(f"image {image.sop_instance_uid}: {exc}") from exc
             if result.modality not in self.card.modalities:
@@ -540,6 +572,7 @@ class InferenceEngine:
             geometry=image.geometry,
             timings=timings,
             heatmap=heatmap,
+            display=image.display,
         )
 
     def _study_result(self, study_uid: str, images: tuple[ImageResult, ...]) -> StudyResult:

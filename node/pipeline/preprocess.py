@@ -37,7 +37,7 @@ sees in service.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,20 +191,32 @@ class Geometry:
             ``float32`` array of shape :attr:`original_shape`; bilinear inside the
             crop, 0 outside it.
         """
+        return self.map_to_grid(heatmap, self.original_shape)
+
+    def map_to_grid(self, heatmap: npt.ArrayLike, shape: tuple[int, int]) -> FloatImage:
+        """:meth:`map_to_original` onto a scaled copy of the original: a ``shape`` grid
+        covering the whole original image (e.g. a reduced picture of it)."""
         hm = np.asarray(heatmap, dtype=np.float32)
         if hm.ndim != 2 or min(hm.shape) < 1:
             raise ValueError(f"heatmap must be a non-empty 2-D array, got shape {hm.shape}")
+        rows, cols = int(shape[0]), int(shape[1])
+        # the grid cells' centres in original pixel coordinates
+        ys = (np.arange(rows, dtype=np.float64) + 0.5) * (self.original_shape[0] / rows)
+        xs = (np.arange(cols, dtype=np.float64) + 0.5) * (self.original_shape[1] / cols)
         top, left, bottom, right = self.crop
-        rows = np.arange(top, bottom, dtype=np.float64) + 0.5
-        cols = np.arange(left, right, dtype=np.float64) + 0.5
-        ys = self.to_model(np.stack([np.zeros_like(rows), rows], axis=1))[:, 1]
-        xs = self.to_model(np.stack([cols, np.zeros_like(cols)], axis=1))[:, 0]
+        inside_rows = np.flatnonzero((ys >= top) & (ys < bottom))
+        inside_cols = np.flatnonzero((xs >= left) & (xs < right))
+        out = np.zeros((rows, cols), dtype=np.float32)
+        if inside_rows.size == 0 or inside_cols.size == 0:
+            return out
+        ys, xs = ys[inside_rows], xs[inside_cols]
+        model_y = self.to_model(np.stack([np.zeros_like(ys), ys], axis=1))[:, 1]
+        model_x = self.to_model(np.stack([xs, np.zeros_like(xs)], axis=1))[:, 0]
         h, w = hm.shape
-        ys_index = ys * (h / self.input_shape[0]) - 0.5
-        xs_index = xs * (w / self.input_shape[1]) - 0.5
+        ys_index = model_y * (h / self.input_shape[0]) - 0.5
+        xs_index = model_x * (w / self.input_shape[1]) - 0.5
         cropped = _interp_axis(_interp_axis(hm, ys_index, axis=0), xs_index, axis=1)
-        out = np.zeros(self.original_shape, dtype=np.float32)
-        out[top:bottom, left:right] = cropped
+        out[inside_rows[0] : inside_rows[-1] + 1, inside_cols[0] : inside_cols[-1] + 1] = cropped
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +303,9 @@ class Preprocessed:
         laterality_source: ``"ImageLaterality"``, ``"Laterality"``, ``"image"``
             (inferred from the breast position) or ``"none"``.
         view: ``ViewPosition`` (``CC``, ``MLO``, ...) or ``""``.
+        display: the whole original image in ``[0, 1]`` as a viewer shows it,
+            scaled so its longest side is at most ``display_size`` (only when
+            asked for): what result pictures are drawn on, without decoding again.
     """
 
     image: FloatImage
@@ -299,6 +314,7 @@ class Preprocessed:
     laterality: Laterality
     laterality_source: str
     view: str
+    display: FloatImage | None = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- #
@@ -733,6 +749,7 @@ def preprocess_array(
     options: PreprocessOptions | None = None,
     *,
     laterality_source: str = "tag",
+    display_size: int | None = None,
 ) -> Preprocessed:
     """Crop, flip, resize and pad a ``[0, 1]`` image (the output of :func:`to_unit_range`).
 
@@ -742,13 +759,17 @@ def preprocess_array(
         laterality: from the tags, or ``None`` to infer it (mammography).
         options: the model's input contract.
         laterality_source: recorded in the result when ``laterality`` is given.
+        display_size: also keep :attr:`Preprocessed.display` with at most this
+            longest side (0: the original size); ``None``: no display copy.
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2 or min(img.shape) < 1:
         raise InferenceError(f"expected a 2-D image, got shape {img.shape}")
     if not np.isfinite(img).all():
         raise InferenceError("the image contains non-finite values")
-    return _preprocess(_ArrayPixels(img), modality, laterality, options, laterality_source)
+    return _preprocess(
+        _ArrayPixels(img), modality, laterality, options, laterality_source, display_size
+    )
 
 
 class _ArrayPixels:
@@ -795,6 +816,7 @@ def _preprocess(
     laterality: Laterality | None,
     options: PreprocessOptions | None,
     laterality_source: str,
+    display_size: int | None = None,
 ) -> Preprocessed:
     """:func:`preprocess_array` on a checked image, however it is held."""
     opts = options or PreprocessOptions()
@@ -837,10 +859,30 @@ def _preprocess(
         laterality=laterality if laterality is not None else "U",
         laterality_source=source,
         view="",
+        display=None
+        if display_size is None
+        else fit_longest_side(pixels.region(whole, False), display_size),
     )
 
 
-def preprocess_dataset(ds: Dataset, options: PreprocessOptions | None = None) -> Preprocessed:
+def fit_longest_side(image: FloatImage, longest_side: int) -> FloatImage:
+    """``image`` scaled (antialiased bilinear) so its longest side is ``longest_side``.
+
+    ``0``, or a size at least the image's, returns it unchanged.
+    """
+    rows, cols = image.shape
+    if longest_side <= 0 or max(rows, cols) <= longest_side:
+        return image
+    scale = longest_side / max(rows, cols)
+    size = (max(1, round(rows * scale)), max(1, round(cols * scale)))
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return np.asarray(resized[0, 0].numpy(), dtype=np.float32)
+
+
+def preprocess_dataset(
+    ds: Dataset, options: PreprocessOptions | None = None, *, display_size: int | None = None
+) -> Preprocessed:
     """Decode and preprocess one DICOM image; :class:`InferenceError` on any failure.
 
     The same result as ``preprocess_array(to_unit_range(ds, decode(ds)), ...)``
@@ -848,6 +890,7 @@ def preprocess_dataset(ds: Dataset, options: PreprocessOptions | None = None) ->
     shorter road to it: the decoded array is used as decoded (no unused-bits
     pass, no copy of natively encoded pixels) and only the reduced copy and the
     crop are converted to ``[0, 1]``, through the table of :func:`to_unit_range`.
+    ``display_size``: as for :func:`preprocess_array`.
     """
     modality = modality_of(ds)
     if modality not in ("MG", "US"):
@@ -858,8 +901,17 @@ def preprocess_dataset(ds: Dataset, options: PreprocessOptions | None = None) ->
     laterality, source = laterality_from_tags(ds)
     table = _unit_table(ds, stored) if min(stored.shape[:2]) >= 1 else None
     if table is not None and np.isfinite(table).all():
-        result = _preprocess(_TablePixels(stored, table), modality, laterality, options, source)
+        result = _preprocess(
+            _TablePixels(stored, table), modality, laterality, options, source, display_size
+        )
     else:
         pixels = to_unit_range(ds, stored)
-        result = preprocess_array(pixels, modality, laterality, options, laterality_source=source)
+        result = preprocess_array(
+            pixels,
+            modality,
+            laterality,
+            options,
+            laterality_source=source,
+            display_size=display_size,
+        )
     return replace(result, view=view_of(ds))

@@ -311,7 +311,9 @@ class InferenceWorker:
         bound = log.bind(study_uid=study.study_uid, generation=study.generation)
         start = time.perf_counter()
         try:
-            with_pixels = "sc" in self.settings.outputs.objects
+            with_pixels = "sc" in self.settings.outputs.objects and any(
+                image.display is None for image in result.images
+            )
             sources = [self._read(image, pixels=with_pixels) for image in item.images]
             objects = build_outputs(
                 result,

@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 from sqlalchemy import select
 
 from node.config import Settings
@@ -24,8 +26,10 @@ from node.db import (
 )
 from node.dicom.scp import read_facts
 from node.jobs import Wake
+from node.outputs import build_outputs
 from node.pipeline.completion import complete_due_studies
-from node.pipeline.infer import InferenceEngine
+from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
+from node.pipeline.preprocess import Geometry
 from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
 from tests.conftest import wait_until
@@ -33,10 +37,14 @@ from tests.helpers.models import write_random_model_folder
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> InferenceEngine:
-    folder = write_random_model_folder(tmp_path_factory.mktemp("model") / "tiny", seed=3)
+def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_model_folder(tmp_path_factory.mktemp("model") / "tiny", seed=3)
+
+
+@pytest.fixture(scope="module")
+def engine(model_folder: Path) -> InferenceEngine:
     settings = Settings.model_validate({"inference": {"device": "cpu", "tta": "none"}})
-    return InferenceEngine.load(folder, settings.inference)
+    return InferenceEngine.load(model_folder, settings.inference)
 
 
 @pytest.fixture(scope="module")
@@ -215,17 +223,76 @@ def test_a_failing_body_leaves_the_wake_usable() -> None:
 def test_warm_up_runs_the_model_and_leaves_results_unchanged(
     engine: InferenceEngine, three_studies: list[Path]
 ) -> None:
-    from node.pipeline.infer import ImageInput, StudyInput
+    study = _study_input(three_studies[:4])
+    before = engine.infer_studies([study])[0]
+    assert engine.warm_up() > 0
+    after = engine.infer_studies([study])[0]
+    assert [i.probability for i in after.images] == [i.probability for i in before.images]
 
-    files = three_studies[:4]
-    study = StudyInput(
+
+def _study_input(files: list[Path]) -> StudyInput:
+    return StudyInput(
         str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID),
         tuple(
             ImageInput(f, str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))
             for f in files
         ),
     )
-    before = engine.infer_studies([study])[0]
-    assert engine.warm_up() > 0
-    after = engine.infer_studies([study])[0]
-    assert [i.probability for i in after.images] == [i.probability for i in before.images]
+
+
+@pytest.mark.parametrize("sc_size", [256, 0])
+def test_pictures_drawn_on_the_display_copy_match_decoding_the_source_again(
+    engine: InferenceEngine, model_folder: Path, three_studies: list[Path], sc_size: int
+) -> None:
+    """The engine keeps a display copy from preprocessing so the secondary capture
+    needs no second decode; the picture is the same as one drawn from the source."""
+    files = three_studies[:4]
+    study = _study_input(files)
+    settings = Settings.model_validate({"outputs": {"objects": ["sc"], "sc_size": sc_size}})
+    plain = engine.infer_studies([study])[0]
+    assert all(image.display is None for image in plain.images)
+    keeping = InferenceEngine.load(model_folder, engine.settings, display_size=sc_size)
+    with_display = keeping.infer_studies([study])[0]
+    for image in with_display.images:
+        assert image.display is not None
+        rows, cols = image.geometry.original_shape
+        expected = (rows, cols) if sc_size == 0 else None
+        assert max(image.display.shape) == (max(rows, cols) if sc_size == 0 else sc_size)
+        assert expected is None or image.display.shape == expected
+
+    decoded = build_outputs(plain, [pydicom.dcmread(f) for f in files], settings.outputs)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    reused = build_outputs(with_display, headers, settings.outputs)
+    assert len(decoded) == len(reused) == 4
+    for a, b in zip(decoded, reused, strict=True):
+        x = a.dataset.pixel_array.astype(np.int16)
+        y = b.dataset.pixel_array.astype(np.int16)
+        assert x.shape == y.shape
+        difference = np.abs(x - y)
+        assert difference.mean() < 0.5 and difference.max() <= 16, (
+            difference.mean(),
+            difference.max(),
+        )
+
+
+def test_a_map_onto_a_reduced_grid_samples_the_map_onto_the_original() -> None:
+    rng = np.random.default_rng(5)
+    geometry = Geometry(
+        original_shape=(400, 300),
+        crop=(20, 30, 380, 260),
+        flipped=True,
+        resized_shape=(100, 64),
+        pad=(0, 0),
+        input_shape=(128, 64),
+    )
+    heatmap = ndimage.gaussian_filter(rng.random((16, 8)).astype(np.float32), 1.0)
+    full = geometry.map_to_original(heatmap)
+    half = geometry.map_to_grid(heatmap, (200, 150))
+    # a half-size cell's centre lies between two original pixel centres
+    between = (full[0::2, :] + full[1::2, :]) / 2
+    between = (between[:, 0::2] + between[:, 1::2]) / 2
+    inside = np.zeros_like(half, dtype=bool)
+    inside[11:189, 16:129] = True  # cells whose 2x2 block lies wholly inside the crop
+    assert np.abs(half - between)[inside].max() < 0.01
+    assert (half[:10] == 0).all() and (half[:, :15] == 0).all()
+    assert np.array_equal(geometry.map_to_grid(heatmap, (400, 300)), full)
