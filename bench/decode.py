@@ -200,8 +200,8 @@ def node_stages(path: Path, opts: PreprocessOptions) -> dict[str, float]:
 # Measuring
 # --------------------------------------------------------------------------- #
 def fmt(ms: float) -> str:
-    """Milliseconds with a thin space between thousands."""
-    return f"{ms:,.0f}".replace(",", " ")
+    """Milliseconds with a space between thousands; ``-`` for none."""
+    return "-" if ms != ms else f"{ms:,.0f}".replace(",", " ")
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -325,7 +325,12 @@ def measure_tools(
             command = ["dcm2pnm", "+Wi", "1", str(path), f"{tmp}/out.pgm"]
             tools.append(("dcmtk dcm2pnm +Wi 1 (decode, window, 8-bit PGM)", command))
         for name, command in tools:
-            ms = tool_ms(command, repeats)
+            try:
+                ms = tool_ms(command, repeats)
+            except subprocess.CalledProcessError as exc:
+                print(f"  {name} failed on {syntax}: {exc.stderr!r:.200}", file=sys.stderr)
+                rows.append((f"{name}: cannot decode this syntax", float("nan"), float("nan")))
+                continue
             rows.append((name, ms, ms / ours))
     if syntax == "j2k":
         ms = pillow_reduced_ms(path, repeats)
@@ -391,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, ms, ratio in measure_tools(
                 syntax, paths[(syntax, "monochrome2")], opts, args.repeats
             ):
-                print(f"| {syntax} | {name} | {fmt(ms)} | {ratio:.2f}x |")
+                shown = "-" if ratio != ratio else f"{ratio:.2f}x"
+                print(f"| {syntax} | {name} | {fmt(ms)} | {shown} |")
     return 0
 
 
