@@ -88,6 +88,16 @@ bench-decode: $(VENV)/.installed-test
 bench-ingest: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
 
+# End to end: first C-STORE of a four-view study to the last result acknowledged by a dcmtk
+# storescp, per stage (receive, decode, inference, Grad-CAM, render, send; the quiet period
+# apart), for the demo and the five-architecture ensembles, uncompressed and JPEG 2000; then
+# optimisation variants and 1 and 2 inference workers on a PostgreSQL queue, in studies per
+# minute. CPU: about 15 minutes (data generated once under var/bench/e2e). Needs dcmtk and
+# postgresql (make system-deps). Results: docs/benchmarks.md, "End to end".
+.PHONY: bench-e2e
+bench-e2e: $(VENV)/.installed-test system-deps
+	$(BIN)/python bench/e2e.py $(BENCH_ARGS)
+
 # A local Orthanc (routing script from deploy/orthanc/) and the node, a few synthetic
 # studies pushed into Orthanc, results back in Orthanc; data under var/demo/. Stays up
 # until Ctrl-C or `make demo-stop`. Uses models/demo when present (make demo-model).
