@@ -241,6 +241,8 @@ class NodeService:
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        if self.engine is not None:
+            self.engine.close()
         if self.session_factory is not None:
             bind = self.session_factory.kw.get("bind")
             if bind is not None:

@@ -432,6 +432,10 @@ class InferenceSettings(_Section):
     """Operating point name from the model card; ``null``: the card's default."""
     threads: int = Field(default=0, strict=True, ge=0, le=1024)
     """CPU threads for torch; 0 leaves torch's default."""
+    decode_processes: int = Field(default=0, strict=True, ge=0, le=64)
+    """Processes that read, decode and preprocess images in parallel; 0 decodes in the
+    worker itself. The JPEG 2000 and JPEG decoders hold Python's lock, so only processes
+    decode several images at once: worth it on a GPU machine with spare cores."""
 
 
 SeriesNumber = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]

@@ -22,8 +22,12 @@ from the identity view's forward pass (:mod:`node.pipeline.explain`).
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,13 @@ from node.pipeline.explain import (
     extract_regions,
     grad_cam,
 )
-from node.pipeline.preprocess import Geometry, Preprocessed, preprocess_dataset, read_dataset
+from node.pipeline.preprocess import (
+    Geometry,
+    Preprocessed,
+    PreprocessOptions,
+    preprocess_dataset,
+    read_dataset,
+)
 from node.pipeline.runtime import PreparedMember, Runtime, prepare_member
 
 __all__ = [
@@ -294,6 +304,8 @@ class InferenceEngine:
     ) -> None:
         card = model.card
         self.display_size = display_size
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.card: ModelCard = card
         self.settings = settings
         self.runtime = runtime
@@ -394,16 +406,68 @@ class InferenceEngine:
         """Read, decode and preprocess every image (CPU work only; no model runs).
 
         Safe to call from another thread while :meth:`infer_prepared` runs, which is how a
-        worker overlaps decoding the next studies with inferring the current ones.
+        worker overlaps decoding the next studies with inferring the current ones. With
+        ``inference.decode_processes`` the images are decoded by that many processes at
+        once (the JPEG 2000 and JPEG decoders hold Python's lock, so threads cannot).
         """
         errors: dict[int, StudyInferenceError] = {}
-        prepared: list[_Prepared] = []
+        jobs: list[tuple[int, ImageInput]] = []
         for index, study in enumerate(studies):
-            try:
-                prepared.extend(self._prepare_study(index, study))
-            except InferenceError as exc:
-                errors[index] = StudyInferenceError(study.study_uid, str(exc))
-        return PreparedStudies(tuple(studies), tuple(prepared), errors)
+            if not study.images:
+                errors[index] = StudyInferenceError(study.study_uid, "the study has no images")
+            jobs.extend((index, image) for image in study.images)
+        paths = [image.path for _, image in jobs]
+        pool = self._decoder_pool()
+        outcomes: Iterable[tuple[Preprocessed | InferenceError, float]]
+        if pool is None:
+            outcomes = map(self._prepare_image, paths)
+        else:
+            outcomes = pool.map(self._prepare_image, paths)
+        prepared: list[_Prepared] = []
+        for (index, image), (outcome, seconds) in zip(jobs, outcomes, strict=True):
+            if index in errors:
+                continue
+            if isinstance(outcome, InferenceError):
+                problem = str(outcome)
+            elif outcome.modality not in self.card.modalities:
+                problem = (
+                    f"modality {outcome.modality} is not one the model {self.card.name} "
+                    f"accepts ({', '.join(self.card.modalities)})"
+                )
+            else:
+                prepared.append(_Prepared(index, image.sop_instance_uid, outcome, seconds))
+                continue
+            reason = f"image {image.sop_instance_uid}: {problem}"
+            errors[index] = StudyInferenceError(studies[index].study_uid, reason)
+        kept = tuple(p for p in prepared if p.study_index not in errors)
+        return PreparedStudies(tuple(studies), kept, errors)
+
+    @property
+    def _prepare_image(self) -> functools.partial[tuple[Preprocessed | InferenceError, float]]:
+        return functools.partial(
+            prepare_image, options=self._options, display_size=self.display_size
+        )
+
+    def _decoder_pool(self) -> ProcessPoolExecutor | None:
+        """The decoding processes (started on first use), or ``None`` to decode here."""
+        count = self.settings.decode_processes
+        if count == 0:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    count,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_decoder_process_init,
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the decoding processes, if any were started."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def infer_prepared(
         self, prepared_studies: PreparedStudies
@@ -459,28 +523,6 @@ class InferenceEngine:
         return results
 
     # ---------------------------------------------------------------- helpers
-    def _prepare_study(self, index: int, study: StudyInput) -> list[_Prepared]:
-        if not study.images:
-            raise InferenceError("the study has no images")
-        prepared = []
-        for image in study.images:
-            start = time.perf_counter()
-            try:
-                result = preprocess_dataset(
-                    read_dataset(image.path), self._options, display_size=self.display_size
-                )
-            except InferenceError as exc:
-                raise InferenceError(f"image {image.sop_instance_uid}: {exc}") from exc
-            if result.modality not in self.card.modalities:
-                raise InferenceError(
-                    f"image {image.sop_instance_uid}: modality {result.modality} is not one the "
-                    f"model {self.card.name} accepts ({', '.join(self.card.modalities)})"
-                )
-            prepared.append(
-                _Prepared(index, image.sop_instance_uid, result, time.perf_counter() - start)
-            )
-        return prepared
-
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
         channels = self.card.input.channels
         x = batch.expand(-1, channels, -1, -1) if channels != batch.shape[1] else batch
@@ -615,6 +657,27 @@ class InferenceEngine:
             breast_aggregation=mode,
             timings=timings,
         )
+
+
+def prepare_image(
+    path: Path, *, options: PreprocessOptions, display_size: int | None
+) -> tuple[Preprocessed | InferenceError, float]:
+    """Read, decode and preprocess one stored image (here or in a decoding process),
+    and the seconds it took. A problem is returned, not raised, so that a decoding
+    process hands it back like a result."""
+    start = time.perf_counter()
+    try:
+        result: Preprocessed | InferenceError = preprocess_dataset(
+            read_dataset(path), options, display_size=display_size
+        )
+    except InferenceError as exc:
+        result = exc
+    return result, time.perf_counter() - start
+
+
+def _decoder_process_init() -> None:
+    """A decoding process uses one core; the worker decides how many processes run."""
+    torch.set_num_threads(1)
 
 
 def _runtime_reason(exc: Exception) -> str:

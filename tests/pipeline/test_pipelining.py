@@ -28,7 +28,13 @@ from node.dicom.scp import read_facts
 from node.jobs import Wake
 from node.outputs import build_outputs
 from node.pipeline.completion import complete_due_studies
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
+from node.pipeline.infer import (
+    ImageInput,
+    InferenceEngine,
+    StudyInferenceError,
+    StudyInput,
+    StudyResult,
+)
 from node.pipeline.preprocess import Geometry
 from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
@@ -296,3 +302,35 @@ def test_a_map_onto_a_reduced_grid_samples_the_map_onto_the_original() -> None:
     assert np.abs(half - between)[inside].max() < 0.01
     assert (half[:10] == 0).all() and (half[:, :15] == 0).all()
     assert np.array_equal(geometry.map_to_grid(heatmap, (400, 300)), full)
+
+
+def test_decoding_processes_give_the_same_results_and_the_same_errors(
+    model_folder: Path, three_studies: list[Path], tmp_path: Path
+) -> None:
+    """``inference.decode_processes`` moves decoding to other processes; nothing else."""
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(three_studies[4].read_bytes()[:2000])  # a truncated image
+    good = _study_input(three_studies[:4])
+    bad = StudyInput(
+        str(pydicom.dcmread(three_studies[4], stop_before_pixels=True).StudyInstanceUID),
+        (ImageInput(broken, "1.2.3.4"), *_study_input(three_studies[5:8]).images),
+    )
+    outcomes = {}
+    for processes in (0, 2):
+        settings = Settings.model_validate(
+            {"inference": {"device": "cpu", "tta": "none", "decode_processes": processes}}
+        )
+        engine = InferenceEngine.load(model_folder, settings.inference, display_size=128)
+        try:
+            outcomes[processes] = engine.infer_each([good, bad])
+        finally:
+            engine.close()
+    here, there = outcomes[0], outcomes[2]
+    assert isinstance(here[0], StudyResult) and isinstance(there[0], StudyResult)
+    assert [i.probability for i in here[0].images] == [i.probability for i in there[0].images]
+    for a, b in zip(here[0].images, there[0].images, strict=True):
+        assert a.display is not None and b.display is not None
+        assert np.array_equal(a.display, b.display)
+    assert isinstance(here[1], StudyInferenceError) and isinstance(there[1], StudyInferenceError)
+    assert str(here[1]) == str(there[1])
+    assert str(there[1]).startswith("image 1.2.3.4: ")
