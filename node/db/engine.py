@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,13 +101,22 @@ def _private_file(path: Path) -> None:
         raise StorageError(f"cannot open the database file {path}: {exc.strerror}") from exc
 
 
+#: PostgreSQL advisory lock key held while the schema is created or migrated.
+_SCHEMA_LOCK = 0x42524E44  # "BRND"
+
+
 def init_schema(engine: Engine) -> int:
     """Create the schema or migrate it forward; returns the version now in place.
 
+    Processes that start together (a node and its workers) take turns: SQLite's
+    ``BEGIN IMMEDIATE`` and, on PostgreSQL, a transaction-scoped advisory lock make each
+    wait until the one before has created or migrated the schema and committed.
     Raises :class:`StorageError` if the database is newer than this code.
     """
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
             _VERSIONS.create(conn, checkfirst=True)
             current = conn.scalar(select(func.max(SchemaVersion.version))) or 0
             if current > SCHEMA_VERSION:

@@ -161,6 +161,14 @@ def _queue_studies(db: SessionFactory, count: int) -> None:
         transition(db, study_ref(db, uid), StudyState.QUEUED)
 
 
+def _schema_version(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        return init_schema(engine)
+    finally:
+        engine.dispose()
+
+
 def _claim_all(url: str, worker: str) -> list[int]:
     db = open_database(url)
     mine = []
@@ -212,6 +220,21 @@ def test_concurrent_claims_with_threads_never_share_a_study(database_url: str) -
     claimed = [study for ids in results.values() for study in ids]
     assert sorted(claimed) == sorted(set(claimed))
     assert len(claimed) == 40
+
+
+def test_processes_starting_together_on_an_empty_database_all_open_it(
+    database_url: str,
+) -> None:
+    """A node and its workers started at once (systemd starts them together) all create
+    or find the schema; none fails on another's half-made tables."""
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        versions = pool.map(_schema_version, [database_url] * 4)
+    assert versions == [SCHEMA_VERSION] * 4
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(SchemaVersion.version)).scalars().all()
+    engine.dispose()
+    assert sorted(rows) == list(range(1, SCHEMA_VERSION + 1))  # each migration once
 
 
 def test_concurrent_claims_with_processes_never_share_a_study(tmp_path: Path) -> None:
