@@ -7,7 +7,7 @@ them). Prints a table of MB/s and the ratio to storescp.
     .venv/bin/python bench/ingest.py [--images 20] [--repeat 2] [--data var/bench/ingest]
 
 Our SCP fsyncs every file and its folder and records it in SQLite (WAL, synchronous=FULL)
-before it answers; storescp (``-B``, bit-preserving) and Orthanc do not fsync each file.
+before it answers; storescp (``+B``, bit-preserving) and Orthanc do not fsync each file.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def our_scp(work: Path, port: int) -> Iterator[str]:
 def storescp(work: Path, port: int) -> Iterator[str]:
     out = work / "out"
     out.mkdir()
-    command = ["storescp", "-B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out)]
+    command = ["storescp", "+B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out)]
     with _listening([*command, str(port)], port):
         yield "STORESCP"
 
