@@ -972,6 +972,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--throughput-model", default="demo", choices=["demo", "full"])
     parser.add_argument(
+        "--throughput-syntax",
+        default="explicit",
+        choices=list(SYNTAXES),
+        help="variants and scaling: transfer syntax of the studies",
+    )
+    parser.add_argument(
         "--throughput-studies",
         type=int,
         default=8,
@@ -1043,7 +1049,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, dump)
 
     if throughput_sections:
-        batch = make_studies("explicit", args.size, explicit)[: args.throughput_studies]
+        syntax = args.throughput_syntax
+        count = explicit if syntax == "explicit" else args.throughput_studies
+        batch = make_studies(syntax, args.size, count)[: args.throughput_studies]
+        described = "uncompressed" if syntax == "explicit" else "JPEG 2000"
 
     if "variants" in args.sections:
         results = []
@@ -1066,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             print()
             print(
-                f"## Variants: {args.throughput_studies} uncompressed studies back to back, "
+                f"## Variants: {args.throughput_studies} {described} studies back to back, "
                 f"model {args.throughput_model}, one node per row"
             )
             print()
@@ -1106,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(
                 f"## Scaling: serve + N `breast-node worker` processes on one PostgreSQL queue, "
-                f"{args.throughput_studies} uncompressed studies back to back, "
+                f"{args.throughput_studies} {described} studies back to back, "
                 f"model {args.throughput_model}"
             )
             print()
