@@ -37,6 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             tomo=args.tomo,
             split_series=args.split_series,
             drop_view=args.drop_view,
+            voi=args.voi,
         )
         images = write_studies(args.out, args.studies, args.seed, options)
     except (ValueError, RuntimeError) as exc:
@@ -113,6 +114,12 @@ def _add_synth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="VIEW",
         default=None,
         help="leave this view out of every study, e.g. L-CC",
+    )
+    parser.add_argument(
+        "--voi",
+        choices=("window", "sigmoid", "lut"),
+        default=default.voi,
+        help="VOI of the mammograms: linear windows, SIGMOID windows or a VOI LUT Sequence",
     )
     parser.set_defaults(func=_cmd_synth)
 

@@ -23,6 +23,8 @@ CASES = {
     "jpegls": SynthOptions(transfer_syntax="jpegls"),
     "j2k": SynthOptions(transfer_syntax="j2k"),
     "jpeg-lossless": SynthOptions(transfer_syntax="jpeg-lossless", tomo=True),
+    "voi-sigmoid": SynthOptions(voi="sigmoid"),
+    "voi-lut": SynthOptions(voi="lut", photometric="monochrome1", transfer_syntax="rle"),
     "us": SynthOptions(modality="us", mix=(0.5, 0.5, 0.0)),
     "us-rle": SynthOptions(modality="us", transfer_syntax="rle"),
 }

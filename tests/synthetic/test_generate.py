@@ -148,6 +148,30 @@ def test_monochrome1_inverts_stored_values(tmp_path: Path) -> None:
         assert np.array_equal(m1.pixel_array, 4095 - m2.pixel_array)
 
 
+@pytest.mark.parametrize("voi", ["sigmoid", "lut"])
+def test_voi_sigmoid_and_lut_go_through_the_node_preprocessing(voi: str, tmp_path: Path) -> None:
+    from node.pipeline.preprocess import PreprocessOptions, preprocess_dataset, read_dataset
+
+    write_studies(tmp_path / "window", 1, 3, SynthOptions())
+    write_studies(tmp_path / voi, 1, 3, SynthOptions(voi=voi))  # type: ignore[arg-type]
+    path = Path("study-0001/L-CC.dcm")
+    ds = pydicom.dcmread(tmp_path / voi / path)
+    if voi == "sigmoid":
+        assert ds.VOILUTFunction == "SIGMOID"
+        assert len(ds.WindowCenter) == 2
+    else:
+        assert "WindowCenter" not in ds
+        (item,) = ds.VOILUTSequence
+        assert list(item.LUTDescriptor) == [4096, 0, 12]
+    plain = pydicom.dcmread(tmp_path / "window" / path)
+    assert np.array_equal(ds.pixel_array, plain.pixel_array)
+    options = PreprocessOptions(height=256, width=128)
+    got = preprocess_dataset(read_dataset(tmp_path / voi / path), options).image
+    ref = preprocess_dataset(read_dataset(tmp_path / "window" / path), options).image
+    assert got.min() >= 0.0 and got.max() <= 1.0 and got.std() > 0.1
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.95
+
+
 def test_ultrasound_studies(tmp_path: Path) -> None:
     images = write_studies(tmp_path, 4, 2, SynthOptions(modality="us", mix=(0.4, 0.4, 0.2)))
     assert len(images) == 8

@@ -133,6 +133,7 @@ class MgInstance:
     photometric: str = "MONOCHROME2"
     implant: bool = False
     thickness_mm: float = 55.0
+    voi: str = "window"
 
 
 def _pixel_module(ds: Dataset, pixels: NDArray[np.uint16], bits: int, photometric: str) -> None:
@@ -200,7 +201,7 @@ def mammography_dataset(
     ds.RescaleType = "US"
     ds.PresentationLUTShape = "INVERSE" if inst.photometric == "MONOCHROME1" else "IDENTITY"
     if not inst.for_processing:
-        _voi(ds, pixels, bits, inst.photometric)
+        _voi(ds, pixels, bits, inst.photometric, inst.voi)
     # DX Detector
     ds.DetectorType = "DIRECT"
     ds.DetectorConfiguration = "AREA"
@@ -243,8 +244,12 @@ def mammography_dataset(
     return ds
 
 
-def _voi(ds: Dataset, pixels: NDArray[np.uint16], bits: int, photometric: str) -> None:
-    """Two linear windows, as vendors send: a normal one and a harder one."""
+def _voi(
+    ds: Dataset, pixels: NDArray[np.uint16], bits: int, photometric: str, kind: str = "window"
+) -> None:
+    """The VOI a vendor sends: two linear windows, a normal one and a harder one
+    (``window``); the same windows as SIGMOID functions (``sigmoid``); or one VOI LUT
+    Sequence item holding a sigmoid curve over the normal window (``lut``)."""
     top = (1 << bits) - 1
     body = (
         pixels[pixels < top * 0.97] if photometric == "MONOCHROME1" else pixels[pixels > top * 0.03]
@@ -255,7 +260,16 @@ def _voi(ds: Dataset, pixels: NDArray[np.uint16], bits: int, photometric: str) -
     center = round((low + high) / 2)
     # a little wider than the breast's range, so dense tissue is not clipped to white
     width = max(round((high - low) * 1.3), 2)
+    if kind == "lut":
+        stored = np.arange(top + 1, dtype=np.float64)
+        curve = top / (1.0 + np.exp(-4.0 * (stored - center) / width))
+        item = Dataset()
+        item.LUTDescriptor = [top + 1, 0, bits]
+        item.LUTExplanation = "NORMAL SIGMOID"
+        item.add_new(0x00283006, "OW", np.rint(curve).astype("<u2").tobytes())
+        ds.VOILUTSequence = Sequence([item])
+        return
     ds.WindowCenter = [center, center]
     ds.WindowWidth = [width, max(round(width * 0.7), 2)]
     ds.WindowCenterWidthExplanation = ["NORMAL", "HARDER"]
-    ds.VOILUTFunction = "LINEAR"
+    ds.VOILUTFunction = "SIGMOID" if kind == "sigmoid" else "LINEAR"

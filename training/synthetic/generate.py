@@ -107,6 +107,7 @@ def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[S
             photometric=photometric,
             implant=plan.implant,
             thickness_mm=45.0 + 25.0 * plan.shapes[laterality].depth / (grid.cols * grid.spacing),
+            voi=options.voi,
         )
         ds = mammography_dataset(study, inst, pixels, BITS_FOR_PRESENTATION, grid.spacing, identity)
         relative = f"{_folder(plan)}/{name}.dcm"

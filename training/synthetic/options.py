@@ -16,6 +16,7 @@ __all__ = [
     "SynthImage",
     "SynthOptions",
     "TransferSyntaxName",
+    "VoiName",
 ]
 
 Size = Literal["small", "full"]
@@ -23,6 +24,7 @@ Modality = Literal["mg", "us"]
 Photometric = Literal["monochrome1", "monochrome2"]
 TransferSyntaxName = Literal["explicit", "j2k", "jpegls", "jpeg-lossless", "rle"]
 Label = Literal["normal", "benign", "malignant"]
+VoiName = Literal["window", "sigmoid", "lut"]
 
 #: Class names in the order of :attr:`SynthOptions.mix`.
 LABELS: tuple[Label, Label, Label] = ("malignant", "benign", "normal")
@@ -43,7 +45,9 @@ class SynthOptions:
     Processing image and a multi-frame tomosynthesis-like object per study (never
     listed in ``labels.csv``). ``split_series``: one series per view instead of one
     per study. ``drop_view``: leave one view out of every study (``"L-CC"``,
-    ``"R-MLO"``, ...).
+    ``"R-MLO"``, ...). ``voi``: the VOI of For Presentation mammograms: two linear
+    windows (``window``), the same windows with VOILUTFunction ``SIGMOID``
+    (``sigmoid``), or a VOI LUT Sequence (``lut``).
     """
 
     size: Size = "small"
@@ -56,6 +60,7 @@ class SynthOptions:
     tomo: bool = False
     split_series: bool = False
     drop_view: str | None = None
+    voi: VoiName = "window"
 
     def __post_init__(self) -> None:
         if self.size not in ("small", "full"):
@@ -72,6 +77,8 @@ class SynthOptions:
             raise ValueError(f"mix must be three non-negative weights, not {self.mix!r}")
         if not 0.1 <= self.difficulty <= 5.0:
             raise ValueError(f"difficulty must be between 0.1 and 5, not {self.difficulty!r}")
+        if self.voi not in ("window", "sigmoid", "lut"):
+            raise ValueError(f"voi must be window, sigmoid or lut, not {self.voi!r}")
         if self.drop_view is not None:
             views = {f"{lat}-{view}" for lat, view in MG_VIEWS}
             if self.drop_view.upper() not in views:
