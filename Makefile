@@ -109,14 +109,14 @@ demo-stop:
 	@if [ -f var/demo/pids ]; then kill -TERM $$(tail -n 1 var/demo/pids) && echo "stopping the demo"; \
 	else echo "no demo running (var/demo/pids is missing)"; fi
 
-# The shipped demo ensemble (models/demo), reproduced on two CPU cores in about 15 minutes:
-# synthetic studies -> one training run per architecture (512 x 256 input, global max
+# The shipped demo ensemble (models/demo), reproduced on two CPU cores in about 10 minutes:
+# synthetic studies -> one training run per architecture (448 x 224 input, global max
 # pooling) -> temperatures, weights and thresholds on the validation studies -> export ->
 # evaluation on held-out studies, recorded in the card. See docs/training.md.
 DEMO_DIR ?= var/demo
 DEMO_OUT ?= models/demo
 # architecture:epochs of each member
-DEMO_MEMBERS ?= breast_cnn_small:20 mobilenetv3_small_050:6 lcnet_050:3
+DEMO_MEMBERS ?= breast_cnn_small:6 mobilenetv3_small_050:6 lcnet_050:3
 .PHONY: demo-model
 demo-model: $(VENV)/.installed-test
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/train --studies 250 --seed 101

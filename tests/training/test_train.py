@@ -17,7 +17,7 @@ from training.train import train
 def test_demo_config_is_valid() -> None:
     config = load_config(Path("training/configs/demo.yaml"))
     assert config.model.architecture == "breast_cnn_small"
-    assert (config.model.height, config.model.width) == (512, 256)
+    assert (config.model.height, config.model.width) == (448, 224)
     assert config.model.global_pool == "max"
 
 

@@ -78,33 +78,28 @@ def draw_lesion(
     contrast_scale = difficulty**-0.8
     radius = {
         "circumscribed_mass": rng.uniform(5.0, 10.0),
-        "round_calcifications": rng.uniform(6.0, 16.0),
-        "spiculated_mass": rng.uniform(5.5, 10.0),
-        "irregular_mass": rng.uniform(6.5, 12.0),
-        "pleomorphic_calcifications": rng.uniform(5.0, 9.0),
-        "architectural_distortion": rng.uniform(12.0, 20.0),
+        "round_calcifications": rng.uniform(10.0, 20.0),
+        "spiculated_mass": rng.uniform(7.0, 12.0),
+        "irregular_mass": rng.uniform(8.5, 15.0),
+        "pleomorphic_calcifications": rng.uniform(7.0, 12.0),
+        "architectural_distortion": rng.uniform(15.0, 25.0),
     }[kind] * size_scale
-    # high density is a sign of malignancy, but not a reliable one: benign masses
-    # (cysts, fibroadenomas) overlap the fainter malignant ones
-    low, high = (0.45, 0.9) if label == "malignant" else (0.3, 0.7)
+    # high density is a sign of malignancy; benign masses (cysts, fibroadenomas) are
+    # about as dense as fibroglandular tissue
+    low, high = (0.6, 1.0) if label == "malignant" else (0.3, 0.6)
     contrast = float(rng.uniform(low, high)) * contrast_scale
-    rho = float(rng.uniform(0.25, 0.8))
-    m = float(rng.uniform(-0.7, 0.7))
-    # a minority of lesions is subtle: small, faint and inside the glandular cone,
-    # where the tissue hides them (more of them when harder)
-    if rng.random() < min(0.2 * difficulty, 0.6):
-        radius *= 0.7
-        contrast *= 0.3
-        rho = 0.35 + (rho - 0.25) * (0.35 / 0.55)
-        m *= 0.6
+    # a minority of lesions is subtle: small and faint (more of them when harder)
+    if rng.random() < min(0.15 * difficulty, 0.6):
+        radius *= 0.75
+        contrast *= 0.45
     return LesionSpec(
         kind=kind,
         label=label,
         laterality=laterality,
         radius=float(radius),
         contrast=min(contrast, 1.0),
-        rho=rho,
-        m=m,
+        rho=float(rng.uniform(0.25, 0.8)),
+        m=float(rng.uniform(-0.7, 0.7)),
         s=float(rng.uniform(-0.7, 0.7)),
         shape_seed=int(rng.integers(0, 2**31)),
     )
@@ -167,9 +162,7 @@ def _circumscribed(
     v, u = _rotated(yy, xx, angle)
     q = np.sqrt((u / np.float32(r * aspect**0.5)) ** 2 + (v / np.float32(r / aspect**0.5)) ** 2)
     tissue = _dome(q, 0.5)
-    # a third have obscured margins (overlying tissue), like many malignant masses
-    blur = 0.6 if rng.random() < 0.67 else max(0.8, 1.2 / spacing)
-    tissue = ndimage.gaussian_filter(tissue, blur)
+    tissue = ndimage.gaussian_filter(tissue, 0.6)
     return tissue.astype(np.float32), np.zeros_like(tissue), q <= 1.0
 
 
@@ -245,8 +238,7 @@ def _distortion(
     centre = np.exp(-((np.hypot(yy, xx) / np.float32(0.25 * r)) ** 2))
     # no central mass: the lines fade where they converge
     spikes *= 1.0 - 0.6 * np.exp(-((np.hypot(yy, xx) / np.float32(0.35 * r)) ** 2))
-    # faint lines: a distortion is seen by the pattern, not by its density
-    tissue = np.maximum(0.7 * spikes, 0.25 * centre)
+    tissue = np.maximum(0.9 * spikes, 0.3 * centre)
     tissue = ndimage.gaussian_filter(tissue, 0.5)
     mask = (spikes > 0.3) | (centre > 0.5)
     return tissue.astype(np.float32), np.zeros_like(tissue), mask
@@ -282,13 +274,13 @@ def _calc_dots(
 def _round_calcs(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
-    count = int(rng.integers(3, 12))
+    count = int(rng.integers(3, 9))
     points = []
     for _ in range(count):
         dist = r * math.sqrt(float(rng.uniform(0.0, 1.0)))
         angle = float(rng.uniform(0, 2 * math.pi)) + turn
         points.append(
-            (dist * math.sin(angle), dist * math.cos(angle), float(rng.uniform(0.4, 1.1)), 1.0)
+            (dist * math.sin(angle), dist * math.cos(angle), float(rng.uniform(0.6, 1.2)), 1.0)
         )
     return _calc_dots(rng, yy, xx, spacing, points)
 
@@ -296,7 +288,7 @@ def _round_calcs(
 def _pleomorphic_calcs(
     rng: np.random.Generator, yy: Float, xx: Float, r: float, turn: float, spacing: float
 ) -> _Drawn:
-    count = int(rng.integers(12, 28))
+    count = int(rng.integers(30, 55))
     points = []
     # some follow a duct (linear, branching), the rest cluster around it
     axis = float(rng.uniform(0, math.pi)) + turn
@@ -310,7 +302,7 @@ def _pleomorphic_calcs(
             dist = r * math.sqrt(float(rng.uniform(0.0, 1.0)))
             angle = float(rng.uniform(0, 2 * math.pi))
             y, x = dist * math.sin(angle), dist * math.cos(angle)
-        points.append((y, x, float(rng.uniform(0.18, 0.42)), float(rng.uniform(1.0, 2.8))))
+        points.append((y, x, float(rng.uniform(0.22, 0.5)), float(rng.uniform(1.0, 2.8))))
     return _calc_dots(rng, yy, xx, spacing, points)
 
 

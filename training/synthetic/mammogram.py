@@ -37,7 +37,7 @@ BITS_FOR_PRESENTATION = 12
 BITS_FOR_PROCESSING = 14
 
 _MU_MASS = 3000.0
-_CALC_BRIGHTNESS = 1500.0
+_CALC_BRIGHTNESS = 1700.0
 _BACKGROUND = 60.0
 
 
@@ -79,10 +79,9 @@ def _window(
 
 
 def _pull(
-    gland: NDArray[np.float32], center: tuple[float, float], radius: float, strength: float
+    gland: NDArray[np.float32], center: tuple[float, float], radius: float
 ) -> NDArray[np.float32]:
-    """Architectural distortion: tissue drawn towards a point (a radial contraction
-    by up to ``strength``)."""
+    """Architectural distortion: tissue drawn towards a point (a radial contraction)."""
     half = int(radius * 1.6) + 2
     r0, c0 = max(int(center[0]) - half, 0), max(int(center[1]) - half, 0)
     r1, c1 = min(int(center[0]) + half, gland.shape[0]), min(int(center[1]) + half, gland.shape[1])
@@ -91,7 +90,7 @@ def _pull(
     yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
     dy, dx = yy - np.float32(center[0]), xx - np.float32(center[1])
     dist = np.hypot(dy, dx)
-    scale = 1.0 + np.float32(strength) * np.exp(-((dist / np.float32(radius)) ** 2))
+    scale = 1.0 + 0.6 * np.exp(-((dist / np.float32(radius)) ** 2))
     src = [np.float32(center[0]) + dy * scale, np.float32(center[1]) + dx * scale]
     out = gland.copy()
     out[r0:r1, c0:c1] = ndimage.map_coordinates(gland, src, order=1, mode="nearest")
@@ -115,12 +114,11 @@ def render_view(
     patch = None
     calc_gain = 0.0
     if lesion is not None and lesion.laterality == laterality:
-        calc_gain = _CALC_BRIGHTNESS * (0.1 + lesion.contrast)
+        calc_gain = _CALC_BRIGHTNESS * (0.3 + lesion.contrast)
         center = bv.point(lesion.rho, lesion.transverse(view))
         patch = render_lesion(lesion, view, center, grid.spacing)
         if lesion.kind == "architectural_distortion":
-            pull = 0.2 + 0.4 * lesion.contrast
-            gland = _pull(gland, center, lesion.radius / grid.spacing, pull)
+            gland = _pull(gland, center, lesion.radius / grid.spacing)
 
     mu = np.float32(MU_FAT) + gland * np.float32(MU_GLAND - MU_FAT)
     mask = None
