@@ -59,6 +59,8 @@ PEAK_FLOPS: dict[str, tuple[float, float]] = {
 }
 
 REFERENCE = "breast_cnn_small"
+#: The full ensemble of docs/benchmarks.md and bench/e2e.py.
+FULL_ENSEMBLE = ("efficientnet_b0", "efficientnet_b1", "resnet50", "densenet121", "convnext_tiny")
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch default)"
     )
-    parser.add_argument("--arch", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    parser.add_argument(
+        "--arch",
+        nargs="+",
+        default=[REFERENCE, *FULL_ENSEMBLE],
+        choices=ARCHITECTURES,
+        help="architectures measured; the ensemble row is all of them but the reference "
+        "(default: the five-member full ensemble)",
+    )
     parser.add_argument(
         "--opt-arch",
         nargs="+",
