@@ -21,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from node import jobs
 from node.config import Settings
 from node.counters import Counters
-from node.db import SessionFactory, open_database, utcnow
+from node.db import SessionFactory, claim_holders, expire_claims, open_database, utcnow
 from node.dicom.audit import AssociationAudit
 from node.dicom.scp import StorageSCP
 from node.errors import ModelError
@@ -101,6 +101,9 @@ class NodeService:
         )
         self._stopping.clear()
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        freed = expire_claims(self.session_factory, gone_claim_holders(self.session_factory))
+        if freed:
+            log.warning("queue.claims_freed", studies=freed, reason="their process is gone")
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         wake_worker, wake_sender = jobs.Wake(), jobs.Wake()
         if node_role:
@@ -249,6 +252,32 @@ class NodeService:
                 bind.dispose()
             self.session_factory = None
         log.info("node.stopped")
+
+
+def gone_claim_holders(session_factory: SessionFactory) -> set[str]:
+    """Claim holders on this machine (``host:pid``) whose process is gone: a node or
+    worker killed here, whose claims would otherwise wait for their leases to run out.
+    A holder with this process's own pid is an earlier process that had it (containers
+    restart as pid 1); a pid now used by another live process is left to its lease."""
+    host = socket.gethostname()
+    gone: set[str] = set()
+    for holder in claim_holders(session_factory):
+        name, _, pid = holder.rpartition(":")
+        if name != host or not pid.isdigit():
+            continue
+        if int(pid) == os.getpid() or not _alive(int(pid)):
+            gone.add(holder)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def serve_forever(service: NodeService, stop: threading.Event | None = None) -> None:

@@ -9,6 +9,7 @@ instance (a new ``generation``) cannot overwrite the newer state.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,9 +23,11 @@ from node.db.models import Study, StudyEvent, StudyState, utcnow
 __all__ = [
     "StudyRef",
     "add_event",
+    "claim_holders",
     "claim_next",
     "count_by_state",
     "events_of",
+    "expire_claims",
     "recent_studies",
     "record_event",
     "release_claim",
@@ -181,6 +184,31 @@ def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds:
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def claim_holders(session_factory: SessionFactory) -> set[str]:
+    """Every ``claimed_by`` that holds a study now."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(Study.claimed_by).where(Study.claimed_by.is_not(None)).distinct()
+        )
+        return {holder for holder in rows if holder}
+
+
+def expire_claims(session_factory: SessionFactory, holders: Iterable[str]) -> int:
+    """End the leases of every study held by ``holders`` (processes known to be gone), so
+    that any worker may claim them at once; returns how many studies that freed."""
+    names = sorted(set(holders))
+    if not names:
+        return 0
+    with session_factory.begin() as session:
+        result = session.execute(
+            update(Study)
+            .where(Study.claimed_by.in_(names))
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def release_claim(session: Session, study: StudyRef) -> StudyRef | None:

@@ -266,3 +266,37 @@ def test_concurrent_receivers_create_one_study(tmp_path: Path) -> None:
     assert outcomes.count(RecordOutcome.NEW) == 10
     assert outcomes.count(RecordOutcome.DUPLICATE) == 30
     assert study_ref(db).instance_count == 10
+
+
+def test_claims_of_a_process_gone_from_this_machine_are_freed_at_start(
+    db: SessionFactory,
+) -> None:
+    """A node killed while holding claims must not make its successor wait for the
+    leases (queue.lease_seconds, 10 minutes by default) before finishing them."""
+    import os
+    import socket
+    import subprocess
+
+    from node.app import gone_claim_holders
+    from node.db import expire_claims
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    holders = {
+        "dead": f"{host}:{dead.pid}",  # this machine, process gone
+        "alive": f"{host}:{os.getppid()}",  # this machine, still running
+        "elsewhere": f"other-host:{dead.pid}",  # another machine: only its lease tells
+    }
+    for index, holder in enumerate(holders.values()):
+        record_instance(db, facts(study=f"1.2.{index}", sop=f"1.2.{index}.1"))
+        study = study_ref(db, f"1.2.{index}")
+        assert transition(db, study, StudyState.QUEUED) is not None
+        assert claim_next(db, holder, StudyState.QUEUED, StudyState.PROCESSING, 600) is not None
+
+    gone = gone_claim_holders(db)
+    assert gone == {holders["dead"]}
+    assert expire_claims(db, gone) == 1
+    taken = claim_next(db, "successor", StudyState.QUEUED, StudyState.PROCESSING, 600)
+    assert taken is not None and taken.study_uid == "1.2.0"
+    assert claim_next(db, "successor", StudyState.QUEUED, StudyState.PROCESSING, 600) is None
