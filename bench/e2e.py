@@ -35,7 +35,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,10 @@ from pathlib import Path
 from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ingest import cpu_name, free_port  # noqa: E402  (the receiving bench's helpers)
+
 BREAST_NODE = Path(sys.executable).parent / "breast-node"
 DATA = ROOT / "var" / "bench" / "e2e"
 DEMO_MODEL = ROOT / "models" / "demo"
@@ -83,12 +86,6 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- #
 # Processes and ports
 # --------------------------------------------------------------------------- #
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(check: Any, what: str, timeout: float, every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -884,14 +881,7 @@ def extra_timing_keys(rows: Sequence[Timeline]) -> dict[str, float]:
 def machine() -> dict[str, str]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "cpu": cpu,
