@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from node.config import Settings
 from node.db import InstanceFacts, SessionFactory, record_instance
 from node.dicom import status
-from node.dicom.contexts import add_scp_contexts
+from node.dicom.contexts import SupportedContexts, add_scp_contexts
 from node.dicom.security import AssociationPolicy, server_context
 from node.errors import SpoolFullError, StorageError
 from node.spool import Spool
@@ -209,7 +209,7 @@ class StorageSCP:
         _config.STORE_RECV_CHUNKED_DATASET = True
         security = self.settings.security
         tls = security.tls
-        self._server = ae.start_server(
+        server = ae.start_server(
             (node.host, node.port),
             block=False,
             ssl_context=(server_context(tls, handshake_timeout=node.acse_timeout) if tls else None),
@@ -219,6 +219,10 @@ class StorageSCP:
                 (evt.EVT_C_STORE, self.handle_store),
             ],
         )
+        if server is None:  # block=False always returns the running server
+            raise RuntimeError("pynetdicom returned no server")
+        server.contexts = SupportedContexts(server.contexts)
+        self._server = server
 
     def stop(self) -> None:
         """Stop listening; associations in progress are closed."""

@@ -20,6 +20,7 @@ from node.cli import main
 from node.config import Settings
 from node.db import Instance, count_by_state, recent_studies
 from node.dicom import status
+from node.dicom.contexts import SupportedContexts
 from node.dicom.scu import Peer, send_files
 from tests.conftest import wait_until
 
@@ -329,3 +330,27 @@ def test_status_command_json_and_table(
     assert main(["status", "--config", str(config)]) == 0
     table = capsys.readouterr().out
     assert "queued: 2" in table and next(iter(originals)) in table
+
+
+def test_concurrent_senders_each_get_their_own_contexts(
+    node_factory: NodeFactory, synthetic: Callable[..., Path]
+) -> None:
+    """Four storescu processes at once: every instance is stored, the listener copies
+    its contexts per association the cheap way, and its own set is left untouched."""
+    service, settings = node_factory()
+    assert service.scp is not None and service.scp._server is not None
+    contexts = service.scp._server.contexts
+    assert isinstance(contexts, SupportedContexts)
+    before = [vars(cx).copy() for cx in contexts]
+    files = dicom_files(synthetic(studies=2, seed=12))
+    command = ["storescu", "-aec", settings.node.ae_title, "127.0.0.1", str(settings.node.port)]
+    senders = [
+        subprocess.Popen([*command, str(path)], stderr=subprocess.PIPE, text=True)
+        for path in files[:4]
+    ]
+    for sender in senders:
+        _, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err
+    rows = stored(service)
+    assert {dcmread(path).SOPInstanceUID for path in files[:4]} == set(rows)
+    assert [vars(cx) for cx in contexts] == before
