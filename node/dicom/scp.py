@@ -28,6 +28,7 @@ from node.db import InstanceFacts, SessionFactory, record_instance
 from node.dicom import status
 from node.dicom.contexts import SupportedContexts, add_scp_contexts
 from node.dicom.security import AssociationPolicy, server_context
+from node.dicom.transport import RequestHandler
 from node.errors import SpoolFullError, StorageError
 from node.spool import Spool
 
@@ -221,7 +222,10 @@ class StorageSCP:
         )
         if server is None:  # block=False always returns the running server
             raise RuntimeError("pynetdicom returned no server")
+        # two costs pynetdicom pays per association and per PDU, made small: copying
+        # ~170 supported contexts, and reading each PDU 4 KiB at a time
         server.contexts = SupportedContexts(server.contexts)
+        server.RequestHandlerClass = RequestHandler
         self._server = server
 
     def stop(self) -> None:

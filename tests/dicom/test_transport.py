@@ -1,0 +1,104 @@
+"""Reading PDUs into one buffer (ReceiveSocket) and the listener's use of it."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+
+from node.app import NodeService
+from node.config import Settings
+from node.dicom.transport import ReceiveSocket
+
+NodeFactory = Callable[..., tuple[NodeService, Settings]]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[ReceiveSocket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    ours.settimeout(10)
+    assoc = Association(AE(), "acceptor")
+    receiver = ReceiveSocket(assoc, client_socket=ours)
+    yield receiver, theirs
+    ours.close()
+    theirs.close()
+
+
+def send_in_pieces(sock: socket.socket, data: bytes, seed: int, close: bool) -> threading.Thread:
+    """Write ``data`` in pieces of random sizes (1 byte to 64 KiB) from another thread."""
+
+    def run() -> None:
+        rng = random.Random(seed)
+        position = 0
+        while position < len(data):
+            step = rng.randint(1, 65536)
+            sock.sendall(data[position : position + step])
+            position += step
+        if close:
+            sock.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_pdu_sent_in_pieces_arrives_whole(pair: tuple[ReceiveSocket, socket.socket]) -> None:
+    receiver, peer = pair
+    data = random.Random(1).randbytes(3_000_000)
+    writer = send_in_pieces(peer, data, seed=2, close=False)
+    first = receiver.recv(6)
+    rest = receiver.recv(len(data) - 6)
+    writer.join()
+    assert isinstance(rest, bytearray)
+    assert bytes(first + rest) == data
+
+
+def test_a_closed_connection_returns_what_came(pair: tuple[ReceiveSocket, socket.socket]) -> None:
+    receiver, peer = pair
+    data = random.Random(3).randbytes(100_000)
+    writer = send_in_pieces(peer, data, seed=4, close=True)
+    got = receiver.recv(len(data) + 500)
+    writer.join()
+    assert bytes(got) == data
+    assert receiver.recv(10) == bytearray()
+
+
+def test_a_silent_peer_times_out(pair: tuple[ReceiveSocket, socket.socket]) -> None:
+    receiver, _ = pair
+    assert receiver.socket is not None
+    receiver.socket.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        receiver.recv(10)
+
+
+@pytest.mark.peers
+def test_the_listener_reads_with_receive_sockets(
+    node_factory: NodeFactory, synthetic: Callable[..., Path]
+) -> None:
+    service, settings = node_factory()
+    assert service.scp is not None
+    sockets: list[type] = []
+    service.scp.bind(evt.EVT_CONN_OPEN, lambda event: sockets.append(type(event.assoc.dul.socket)))
+    files = sorted(synthetic(studies=1, seed=13).rglob("*.dcm"))
+    done = subprocess.run(
+        [
+            "storescu",
+            "-aec",
+            settings.node.ae_title,
+            "127.0.0.1",
+            str(settings.node.port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sockets == [ReceiveSocket]
