@@ -2,9 +2,13 @@
 
 Each receiver gets the same detector-size synthetic mammograms from dcmtk ``storescu``,
 once from one sender and once from four concurrent senders (the files split between
-them). Prints a table of MB/s and the ratio to storescp.
+them). Prints a table of MB/s and the ratio to storescp. ``--baseline REV`` adds the
+node's listener as it was at git revision REV (its ``node/`` package, with this
+environment's libraries), for before/after figures from the same run. Runs are
+interleaved (every receiver once, then again) so that drift hits all alike.
 
     .venv/bin/python bench/ingest.py [--images 20] [--repeat 2] [--data var/bench/ingest]
+                                     [--baseline REV]
 
 Our SCP fsyncs every file and its folder and records it in SQLite (WAL, synchronous=FULL)
 before it answers; storescp (``+B``, bit-preserving) and Orthanc do not fsync each file.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import socket
@@ -22,7 +27,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,11 +67,18 @@ def make_data(folder: Path, images: int) -> list[Path]:
 
 @contextmanager
 def _listening(
-    command: list[str], port: int, cwd: Path | None = None, quiet: bool = False
+    command: list[str],
+    port: int,
+    cwd: Path | None = None,
+    quiet: bool = False,
+    pythonpath: Path | None = None,
 ) -> Iterator[None]:
     """Run a receiver until the block ends; the block starts once ``port`` accepts."""
     out = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=out)
+    env = None
+    if pythonpath is not None:  # first on the path: ahead of the installed project
+        env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=out, env=env)
     try:
         wait_for_port(port)
         yield
@@ -75,7 +88,8 @@ def _listening(
 
 
 @contextmanager
-def our_scp(work: Path, port: int) -> Iterator[str]:
+def our_scp(work: Path, port: int, source: Path | None = None) -> Iterator[str]:
+    """The node's listener; from the ``node/`` package under ``source`` when given."""
     config = work / "node.yaml"
     config.write_text(
         json.dumps(
@@ -89,8 +103,25 @@ def our_scp(work: Path, port: int) -> Iterator[str]:
         ),
         encoding="utf-8",
     )
-    with _listening([str(BREAST_NODE), "serve", "--config", str(config)], port, cwd=work):
+    if source is None:
+        command = [str(BREAST_NODE), "serve", "--config", str(config)]
+    else:
+        command = [sys.executable, "-m", "node.cli", "serve", "--config", str(config)]
+    with _listening(command, port, cwd=work, pythonpath=source):
         yield "BREAST_AI"
+
+
+@contextmanager
+def checkout(revision: str) -> Iterator[Path]:
+    """The ``node/`` package as it was at ``revision``, in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="ingest-baseline-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", revision, "node"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        yield Path(folder)
 
 
 @contextmanager
@@ -175,8 +206,6 @@ def cpu_name() -> str:
 
 
 def machine() -> str:
-    import os
-
     return f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
@@ -185,28 +214,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=2, help="runs per cell; the best is kept")
     parser.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "ingest")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run the node's listener as of git revision REV"
+    )
     args = parser.parse_args(argv)
 
     files = make_data(args.data, args.images)
     megabytes = sum(f.stat().st_size for f in files) / 1e6
-    results: dict[tuple[str, int], float] = {}
-    for senders in (1, 4):
-        for name, receiver in RECEIVERS.items():
-            best = float("inf")
+    with ExitStack() as stack:
+        receivers = dict(RECEIVERS)
+        if args.baseline:
+            source = stack.enter_context(checkout(args.baseline))
+            receivers[f"breast-node @{args.baseline}"] = partial(our_scp, source=source)
+        results: dict[tuple[str, int], float] = {}
+        for senders in (1, 4):
             for _ in range(args.repeat):
-                with tempfile.TemporaryDirectory(prefix=f"ingest-{name}-", dir=ROOT / "var") as tmp:
-                    port = free_port()
-                    with receiver(Path(tmp), port) as ae_title:
-                        best = min(best, send(port, ae_title, files, senders))
-            results[(name, senders)] = best
+                for name, receiver in receivers.items():
+                    with tempfile.TemporaryDirectory(prefix="ingest-", dir=ROOT / "var") as tmp:
+                        port = free_port()
+                        with receiver(Path(tmp), port) as ae_title:
+                            seconds = send(port, ae_title, files, senders)
+                    key = (name, senders)
+                    results[key] = min(results.get(key, float("inf")), seconds)
 
     print(f"{len(files)} files, {megabytes:.0f} MB, storescu -> receiver on loopback; {machine()}")
+    print(f"best of {args.repeat} runs per row")
     print()
     print("| receiver | senders | seconds | MB/s | vs storescp |")
     print("|---|---:|---:|---:|---:|")
     for senders in (1, 4):
         reference = results[("storescp", senders)]
-        for name in RECEIVERS:
+        for name in receivers:
             seconds = results[(name, senders)]
             print(
                 f"| {name} | {senders} | {seconds:.2f} | {megabytes / seconds:.0f} | "
