@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from training.augment import Augmenter, affine, elastic, speckle
 from training.checkpoint import load_checkpoint
@@ -17,7 +18,12 @@ from training.train import train
 def test_demo_config_is_valid() -> None:
     config = load_config(Path("training/configs/demo.yaml"))
     assert config.model.architecture == "breast_cnn_small"
-    assert (config.model.height, config.model.width) == (448, 224)
+    card = yaml.safe_load(Path("models/demo/card.yaml").read_text(encoding="utf-8"))
+    # the shipped demo model was trained with this config: same input
+    assert (config.model.height, config.model.width) == (
+        card["input"]["height"],
+        card["input"]["width"],
+    )
     assert config.model.global_pool == "max"
 
 
