@@ -16,29 +16,35 @@ from pynetdicom.transport import RequestHandler as _PynetdicomRequestHandler
 
 __all__ = ["ReceiveSocket", "RequestHandler"]
 
+_FIRST_BUFFER = 1 << 20
+
 
 class ReceiveSocket(AssociationSocket):
-    """An association socket whose ``recv`` fills one buffer with ``recv_into``."""
+    """An association socket whose ``recv`` fills one growing buffer with ``recv_into``."""
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` from the peer, blocking until all have come.
 
         Returns fewer bytes only when the peer closed the connection (what has come
         so far), as pynetdicom's own ``recv`` does; socket errors and timeouts
-        propagate to pynetdicom, which treats them as a closed connection.
+        propagate to pynetdicom, which treats them as a closed connection. The
+        length comes from the peer's PDU header, so the buffer starts at 1 MiB at
+        most and doubles as data arrives: a peer that announces 4 GiB and sends
+        little costs little.
         """
         if self.socket is None:
             raise OSError("the association has no socket")
-        buffer = bytearray(nr_bytes)
+        buffer = bytearray(min(nr_bytes, _FIRST_BUFFER))
         received = 0
-        with memoryview(buffer) as view:
-            while received < nr_bytes:
-                count = self.socket.recv_into(view[received:], nr_bytes - received)
-                if count == 0:
-                    break
-                received += count
-        if received < nr_bytes:
-            del buffer[received:]
+        while received < nr_bytes:
+            if received == len(buffer):
+                buffer += bytes(min(len(buffer), nr_bytes - received))
+            with memoryview(buffer) as view:
+                count = self.socket.recv_into(view[received:])
+            if count == 0:
+                break
+            received += count
+        del buffer[received:]
         return buffer
 
 

@@ -6,6 +6,7 @@ import random
 import socket
 import subprocess
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,6 +69,24 @@ def test_a_closed_connection_returns_what_came(pair: tuple[ReceiveSocket, socket
     writer.join()
     assert bytes(got) == data
     assert receiver.recv(10) == bytearray()
+
+
+def test_an_announced_length_is_not_allocated_up_front(
+    pair: tuple[ReceiveSocket, socket.socket],
+) -> None:
+    """A PDU header can claim 4 GiB; memory follows what arrives, not the claim."""
+    receiver, peer = pair
+    data = random.Random(5).randbytes(3_000_000)
+    writer = send_in_pieces(peer, data, seed=6, close=True)
+    tracemalloc.start()
+    try:
+        got = receiver.recv(2**32 - 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    writer.join()
+    assert bytes(got) == data
+    assert peak < 4 * len(data)
 
 
 def test_a_silent_peer_times_out(pair: tuple[ReceiveSocket, socket.socket]) -> None:
