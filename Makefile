@@ -125,7 +125,8 @@ demo-model: $(VENV)/.installed-test
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/val --studies 60 --seed 202
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/test --studies 80 --seed 303
 	mkdir -p $(DEMO_DIR)/runs
-	pids=""; for member in $(DEMO_MEMBERS); do \
+	pids=""; trap 'kill $$pids 2>/dev/null' INT TERM; \
+	for member in $(DEMO_MEMBERS); do \
 	  arch=$${member%%:*}; \
 	  $(BIN)/breast-train train --config training/configs/demo.yaml --quiet \
 	    --set data.root=$(DEMO_DIR)/train --set data.val_root=$(DEMO_DIR)/val \

@@ -5,7 +5,8 @@ once from one sender and once from four concurrent senders (the files split betw
 them). Prints a table of MB/s and the ratio to storescp. ``--baseline REV`` adds the
 node's listener as it was at git revision REV (its ``node/`` package, with this
 environment's libraries), for before/after figures from the same run. Runs are
-interleaved (every receiver once, then again) so that drift hits all alike.
+interleaved (every receiver once, then again in reverse order) so that drift hits all
+alike.
 
     .venv/bin/python bench/ingest.py [--images 20] [--repeat 2] [--data var/bench/ingest]
                                      [--baseline REV]
@@ -77,7 +78,8 @@ def _listening(
     out = subprocess.DEVNULL if quiet else None
     env = None
     if pythonpath is not None:  # first on the path: ahead of the installed project
-        env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+        paths = [str(pythonpath), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=out, env=env)
     try:
         wait_for_port(port)
@@ -115,11 +117,12 @@ def our_scp(work: Path, port: int, source: Path | None = None) -> Iterator[str]:
 def checkout(revision: str) -> Iterator[Path]:
     """The ``node/`` package as it was at ``revision``, in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="ingest-baseline-") as folder:
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", revision, "node"],
-            check=True,
-            capture_output=True,
-        ).stdout
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", revision, "node"], capture_output=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"--baseline {revision}: {done.stderr.decode(errors='replace')}")
+        archive = done.stdout
         subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
         yield Path(folder)
 
@@ -228,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             receivers[f"breast-node @{args.baseline}"] = partial(our_scp, source=source)
         results: dict[tuple[str, int], float] = {}
         for senders in (1, 4):
-            for _ in range(args.repeat):
-                for name, receiver in receivers.items():
+            for run in range(args.repeat):
+                # every receiver once per round, in reverse order every other round
+                order = list(receivers.items())
+                for name, receiver in order if run % 2 == 0 else reversed(order):
                     with tempfile.TemporaryDirectory(prefix="ingest-", dir=ROOT / "var") as tmp:
                         port = free_port()
                         with receiver(Path(tmp), port) as ae_title:

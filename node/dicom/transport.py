@@ -4,7 +4,7 @@ pynetdicom reads every PDU from the socket 4 KiB at a time, appending each piece
 growing buffer: a 17 MB mammogram in 128 KiB PDUs is some 4,300 ``recv`` calls, each
 giving up and taking back the interpreter lock. With several senders at once those
 hand-overs, not the network, set the pace. :class:`ReceiveSocket` reads each PDU into
-one buffer of its final size, as much as the kernel has at each call, and
+one buffer with ``recv_into``, as much as the kernel has at each call, and
 :class:`RequestHandler` gives every association the listener accepts such a socket.
 """
 

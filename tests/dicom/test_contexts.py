@@ -37,8 +37,10 @@ def test_the_copy_is_independent_of_the_server_contexts() -> None:
     contexts = supported()
     cheap = copy.deepcopy(contexts)
     mg = next(i for i, cx in enumerate(cheap) if cx.abstract_syntax == MG)
-    cheap[mg].transfer_syntax = ["1.2.840.10008.1.2.1"]
+    before = len(contexts[mg].transfer_syntax)
+    cheap[mg].add_transfer_syntax("1.2.3.4.5")  # a private syntax, appended in place
     cheap[mg].scp_role = True
     assert cheap[mg] is not contexts[mg]
-    assert J2K in contexts[mg].transfer_syntax
+    assert len(contexts[mg].transfer_syntax) == before
+    assert len(cheap[mg].transfer_syntax) == before + 1
     assert contexts[mg].scp_role is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from collections.abc import Callable
@@ -341,7 +342,7 @@ def test_concurrent_senders_each_get_their_own_contexts(
     assert service.scp is not None and service.scp._server is not None
     contexts = service.scp._server.contexts
     assert isinstance(contexts, SupportedContexts)
-    before = [vars(cx).copy() for cx in contexts]
+    before = [vars(cx) for cx in copy.deepcopy(list(contexts))]
     files = dicom_files(synthetic(studies=2, seed=12))
     command = ["storescu", "-aec", settings.node.ae_title, "127.0.0.1", str(settings.node.port)]
     senders = [
