@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from sqlalchemy import select
 
 from node.app import NodeService
@@ -23,6 +23,7 @@ from node.db import Instance, count_by_state, recent_studies
 from node.dicom import status
 from node.dicom.contexts import SupportedContexts
 from node.dicom.scu import Peer, send_files
+from node.dicom.transport import ReceiveSocket
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.peers
@@ -355,3 +356,15 @@ def test_concurrent_senders_each_get_their_own_contexts(
     rows = stored(service)
     assert {dcmread(path).SOPInstanceUID for path in files[:4]} == set(rows)
     assert [vars(cx) for cx in contexts] == before
+
+
+def test_the_listener_reads_with_receive_sockets(
+    node_factory: NodeFactory, synthetic: Callable[..., Path]
+) -> None:
+    service, settings = node_factory()
+    assert service.scp is not None
+    sockets: list[type] = []
+    service.scp.bind(evt.EVT_CONN_OPEN, lambda event: sockets.append(type(event.assoc.dul.socket)))
+    done = storescu(settings, *dicom_files(synthetic(studies=1, seed=13)))
+    assert done.returncode == 0, done.stderr
+    assert sockets == [ReceiveSocket]

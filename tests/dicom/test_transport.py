@@ -1,24 +1,19 @@
-"""Reading PDUs into one buffer (ReceiveSocket) and the listener's use of it."""
+"""Reading PDUs into one buffer (ReceiveSocket); the listener's use of it is in
+test_receive_peers.py."""
 
 from __future__ import annotations
 
 import random
 import socket
-import subprocess
 import threading
 import tracemalloc
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 
-from node.app import NodeService
-from node.config import Settings
 from node.dicom.transport import ReceiveSocket
-
-NodeFactory = Callable[..., tuple[NodeService, Settings]]
 
 
 @pytest.fixture
@@ -95,29 +90,3 @@ def test_a_silent_peer_times_out(pair: tuple[ReceiveSocket, socket.socket]) -> N
     receiver.socket.settimeout(0.2)
     with pytest.raises(TimeoutError):
         receiver.recv(10)
-
-
-@pytest.mark.peers
-def test_the_listener_reads_with_receive_sockets(
-    node_factory: NodeFactory, synthetic: Callable[..., Path]
-) -> None:
-    service, settings = node_factory()
-    assert service.scp is not None
-    sockets: list[type] = []
-    service.scp.bind(evt.EVT_CONN_OPEN, lambda event: sockets.append(type(event.assoc.dul.socket)))
-    files = sorted(synthetic(studies=1, seed=13).rglob("*.dcm"))
-    done = subprocess.run(
-        [
-            "storescu",
-            "-aec",
-            settings.node.ae_title,
-            "127.0.0.1",
-            str(settings.node.port),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert sockets == [ReceiveSocket]
