@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ingest import cpu_name, free_port  # noqa: E402  (the receiving bench's helpers)
+from postgres import postgres_server  # noqa: E402
 
 BREAST_NODE = Path(sys.executable).parent / "breast-node"
 DATA = ROOT / "var" / "bench" / "e2e"
@@ -153,49 +154,6 @@ def storescp(folder: Path) -> Iterator[int]:
         yield port
     finally:
         proc.stop()
-
-
-def _postgres_bindir() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL server (Debian's ``postgresql``) on a free loopback port.
-
-    Yields an SQLAlchemy URL of its ``postgres`` database. As root the server runs as the
-    ``postgres`` user. A copy of ``tests/helpers/postgres.py`` (bench does not import tests).
-    """
-    bindir = _postgres_bindir()
-    if bindir is None:
-        raise RuntimeError("PostgreSQL is not installed (make system-deps)")
-    as_user: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="bench-e2e-pg-"))
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(folder, "postgres")
-    data, port = folder / "data", free_port()
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    try:
-        subprocess.run(
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        subprocess.run(
-            [*pg_ctl, "-o", options, "-l", str(folder / "server.log"), "-w", "start"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def fresh_database(server_url: str, name: str) -> str:
@@ -1085,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             results = []
-            with postgres_server() as server:
+            with postgres_server("-c max_connections=200") as server:
                 for n in args.workers:
                     threads = str(max(1, cores // n))
                     url = fresh_database(server, f"e2e_workers_{n}")
