@@ -59,10 +59,17 @@ system-deps:
 test: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed-test
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/ruff check node training tests bench
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[train,test,dev]'
+	@touch $@
+
+# ruff on everything; mypy --strict on node/ and training/; the import layers of
+# pyproject.toml ([tool.importlinter]): a stage imports only what comes before it.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check node training tests bench deploy
+	$(BIN)/ruff format --check node training tests bench deploy
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

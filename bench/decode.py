@@ -48,20 +48,14 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
-from node.pipeline import preprocess as pp
-from node.pipeline.preprocess import (
-    Geometry,
-    Preprocessed,
-    PreprocessOptions,
-    breast_box,
-    chest_wall_side,
-    laterality_from_tags,
-    modality_of,
-    preprocess_dataset,
-    read_dataset,
-    resize_and_pad,
-    view_of,
-)
+from node.imaging import breast
+from node.imaging import pixels as px
+from node.imaging import preprocess as pp
+from node.imaging.breast import breast_box, chest_wall_side
+from node.imaging.dataset import laterality_from_tags, modality_of, read_dataset, view_of
+from node.imaging.geometry import Geometry
+from node.imaging.preprocess import Preprocessed, PreprocessOptions, preprocess_dataset
+from node.imaging.transforms import resize_and_pad
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "var" / "bench" / "decode"
@@ -180,16 +174,16 @@ def node_stages(path: Path, opts: PreprocessOptions) -> dict[str, float]:
 
     ds = read_dataset(path)
     lap("read")
-    stored = pp._decode(ds, stored_bits_only=False)
+    stored = px.decode_stored(ds, stored_bits_only=False)
     lap("decode")
-    table = pp._unit_table(ds, stored)
+    table = px.unit_table(ds, stored)
     assert table is not None
     pixels = pp._TablePixels(stored, table)
     lap("to [0, 1]")
-    stride = pp._stride(pixels.shape)
-    mask = pp._otsu_mask(pixels.strided(stride))
-    box = pp._box_from_mask(mask, stride, pixels.shape)
-    side = pp._side_from_mask(mask)
+    stride = breast.mask_stride(pixels.shape)
+    mask = breast.otsu_mask(pixels.strided(stride))
+    box = breast.box_from_mask(mask, stride, pixels.shape)
+    side = breast.side_from_mask(mask)
     lap("breast box + side")
     resize_and_pad(pixels.region(box, side == "right"), opts.height, opts.width)
     lap("crop + resize")

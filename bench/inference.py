@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from node.inference.explain import grad_cam
 from node.models.registry import ARCHITECTURES, create_model
-from node.pipeline.explain import grad_cam
 
 # Dense peak FLOP/s (no sparsity) by device name substring: (fp32, bf16).
 # fp32 on Hopper/Ampere counts TF32 tensor cores off (CUDA cores only).

@@ -28,8 +28,9 @@ import pydicom
 import torch
 
 from node.config import Settings
+from node.inference.engine import ImageInput, InferenceEngine, StudyInput
 from node.outputs import build_outputs
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput, StudyResult
+from node.results import StudyResult
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

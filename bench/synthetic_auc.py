@@ -2,7 +2,7 @@
 
 Generates ``--train`` + ``--test`` small studies (different seeds, so no study is
 shared), reads every For Presentation image back from DICOM and runs it through
-the node's own preprocessing (:func:`node.pipeline.preprocess.preprocess_dataset`:
+the node's own preprocessing (:func:`node.imaging.preprocess.preprocess_dataset`:
 VOI window, breast crop, canonical flip, aspect-preserving resize and pad to
 ``--size``, 512 x 256 by default). The preprocessed arrays are cached (keyed by
 the generator's source, the seeds, the difficulty and the input size), so a second
@@ -37,8 +37,9 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from node.imaging.dataset import read_dataset
+from node.imaging.preprocess import PreprocessOptions, preprocess_dataset
 from node.models.registry import GLOBAL_POOLS, create_model
-from node.pipeline.preprocess import PreprocessOptions, preprocess_dataset, read_dataset
 from training.synthetic import SynthOptions, write_studies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def generator_digest() -> str:
     """Hash of the generator's and the preprocessing's source (invalidates the cache)."""
     digest = hashlib.sha256()
     sources = sorted((ROOT / "training/synthetic").glob("*.py"))
-    sources.append(ROOT / "node/pipeline/preprocess.py")
+    sources.extend(sorted((ROOT / "node/imaging").glob("*.py")))
     for path in sources:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -80,8 +81,7 @@ def build_split(studies: int, seed: int, difficulty: float, height: int, width: 
         folder = Path(tmp)
         images = write_studies(folder, studies, seed, options)
         arrays = [
-            preprocess_dataset(read_dataset(folder / img.path), preprocess).image
-            for img in images
+            preprocess_dataset(read_dataset(folder / img.path), preprocess).image for img in images
         ]
     return Split(
         x=np.stack(arrays)[:, None].astype(np.float32),

@@ -26,8 +26,8 @@ from node.dicom.audit import AssociationAudit
 from node.dicom.scp import StorageSCP
 from node.errors import ModelError
 from node.http import MonitoringServer, NodeView
+from node.inference.engine import InferenceEngine
 from node.pipeline.delivery import Sender
-from node.pipeline.infer import InferenceEngine
 from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
 

@@ -79,7 +79,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from node.db import count_by_state, delivery_counts, open_database, recent_studies
+    from node.db import open_database
+    from node.db.reads import count_by_state, delivery_counts, recent_studies
 
     settings = _settings(args)
     session_factory = open_database(
@@ -144,7 +145,7 @@ def _since(value: str) -> datetime:
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
-    from node.admin import list_studies
+    from node.db.reads import list_studies
 
     rows = list_studies(
         _database(_settings(args)), state=args.state, since=args.since, limit=args.limit
@@ -169,14 +170,14 @@ def _cmd_studies(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from node.admin import show_study
+    from node.db.reads import show_study
 
     print(json.dumps(show_study(_database(_settings(args)), args.study_uid), indent=2))
     return 0
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from node.admin import retry, retry_failed
+    from node.db.queue import retry, retry_failed
 
     session_factory = _database(_settings(args))
     if args.failed:
@@ -190,14 +191,14 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_reprocess(args: argparse.Namespace) -> int:
-    from node.admin import reprocess
+    from node.db.queue import reprocess
 
     print(reprocess(_database(_settings(args)), args.study_uid))
     return 0
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from node.admin import purge
+    from node.pipeline.retention import purge
     from node.spool import Spool
 
     settings = _settings(args)
@@ -218,7 +219,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from node.db.audit import audit_events
+    from node.db.reads import audit_events
 
     rows = audit_events(
         _database(_settings(args)), study_uid=args.study, since=args.since, limit=args.limit

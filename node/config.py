@@ -39,6 +39,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydicom.uid import DigitalMammographyXRayImageStorageForPresentation, UltrasoundImageStorage
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -47,6 +48,7 @@ from node.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "ClientTls",
+    "Colormap",
     "CompletionSettings",
     "Destination",
     "DicomDestination",
@@ -292,8 +294,8 @@ def _check_uid(value: str) -> str:
 UID = Annotated[str, AfterValidator(_check_uid)]
 Upper = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9 _]+$")]
 
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+MG_FOR_PRESENTATION = str(DigitalMammographyXRayImageStorageForPresentation)
+US_IMAGE = str(UltrasoundImageStorage)
 
 
 class EligibilityRule(_Section):
@@ -338,6 +340,10 @@ class EligibilitySettings(_Section):
 
 
 OutputKind = Literal["sr", "mgcad", "sc", "gsps"]
+"""Kinds of result object (see :mod:`node.outputs`)."""
+
+Colormap = Literal["jet", "hot", "inferno", "turbo"]
+"""Colour maps of the heat-map secondary captures (see :mod:`node.outputs.render`)."""
 """A result object: TID 1500 SR, Mammography CAD SR, Grad-CAM secondary captures, GSPS."""
 _ALL_KINDS: tuple[OutputKind, ...] = ("sr", "mgcad", "sc", "gsps")
 
@@ -457,7 +463,7 @@ class OutputSettings(_Section):
     sc_series_description: SeriesDescription = "AI heatmaps, not for diagnostic use"
     gsps_series_number: SeriesNumber = 9904
     gsps_series_description: SeriesDescription = "AI region outlines"
-    colormap: Literal["jet", "hot", "inferno", "turbo"] = "jet"
+    colormap: Colormap = "jet"
     """Colour map of the heat-map overlay."""
     opacity: float = Field(default=0.4, ge=0, le=1)
     """Opacity of the hottest heat-map colour over the image (0 = invisible)."""

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from node.admin import purge
 from node.config import CompletionSettings, EligibilityRule
 from node.db import SessionFactory
 from node.pipeline.completion import Completed, complete_due_studies
 from node.pipeline.delivery import Sender
+from node.pipeline.retention import purge
 from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
 

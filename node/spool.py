@@ -27,7 +27,7 @@ from pathlib import Path
 
 from node.errors import SpoolFullError, StorageError
 
-__all__ = ["DIR_MODE", "FILE_MODE", "Spool", "uid_component"]
+__all__ = ["DIR_MODE", "FILE_MODE", "Spool", "uid_component", "write_atomically"]
 
 _SAFE_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 FILE_MODE = 0o600
@@ -49,6 +49,36 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomically(
+    final: Path, chunks: Iterable[bytes | memoryview], *, tmp: Path, mode: int = FILE_MODE
+) -> int:
+    """Write ``chunks`` so that ``final`` is either absent, as it was, or whole; the size.
+
+    The data go to ``tmp`` (same file system, created with ``mode``), which is fsynced
+    and renamed over ``final``; then ``final``'s folder, which must exist, is fsynced.
+    A failure removes ``tmp`` and raises :class:`OSError`.
+    """
+    size = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                    size += written
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+    return size
 
 
 class Spool:
@@ -111,27 +141,11 @@ class Spool:
         Raises :class:`StorageError` when the file system fails.
         """
         final = self.root / relative
-        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
-        size = 0
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                        size += written
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            folder = self._folder(final)
-            os.replace(tmp, final)
-            _fsync_dir(folder)
+            self._folder(final)
+            return write_atomically(final, chunks, tmp=self.tmp / f"{uuid.uuid4().hex}.part")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {relative}: {exc.strerror or exc}") from exc
-        return size
 
     def adopt(self, relative: str, source: Path) -> int:
         """Move the complete file ``source`` to ``relative`` atomically and durably.

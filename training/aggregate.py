@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from node.pipeline.ensemble import aggregate, breast_scores, study_score
+from node.inference.ensemble import aggregate, breast_scores, study_score
 from training.datasets.sample import Sample
 
 __all__ = ["breast_level", "study_level"]

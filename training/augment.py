@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from node.pipeline.preprocess import clahe as clahe_array
+from node.imaging.transforms import clahe as clahe_array
 from training.config import AugmentConfig
 
 __all__ = [
@@ -85,7 +85,7 @@ def brightness_contrast(
 
 
 def clahe(image: torch.Tensor, clip_limit: float = 2.0) -> torch.Tensor:
-    """The node's CLAHE (:func:`node.pipeline.preprocess.clahe`) on every channel."""
+    """The node's CLAHE (:func:`node.imaging.transforms.clahe`) on every channel."""
     channels = [
         torch.from_numpy(clahe_array(c.numpy().astype("float32"), clip_limit)) for c in image
     ]

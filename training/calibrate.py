@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize, minimize_scalar
 
-from node.pipeline.ensemble import calibrated_probabilities
+from node.inference.ensemble import calibrated_probabilities
 from training.metrics import roc_auc, stats_at_threshold, threshold_for_sensitivity
 
 __all__ = ["fit_temperature", "fit_weights", "negative_log_likelihood", "operating_points"]

@@ -1,9 +1,9 @@
 """From samples to training tensors, through the node's own preprocessing.
 
-Every image goes through :mod:`node.pipeline.preprocess` exactly as the node
-would run it (DICOM: :func:`~node.pipeline.preprocess.preprocess_dataset`;
+Every image goes through :mod:`node.imaging.preprocess` exactly as the node
+would run it (DICOM: :func:`~node.imaging.preprocess.preprocess_dataset`;
 PNG/JPEG datasets: the same crop/flip/resize via
-:func:`~node.pipeline.preprocess.preprocess_array`). That runs once per image:
+:func:`~node.imaging.preprocess.preprocess_array`). That runs once per image:
 the result is cached as ``.npy`` under the cache folder, keyed by the file and
 the input contract, so later epochs and later runs only read arrays.
 Augmentation then runs on the cached tensors (:mod:`training.augment`).
@@ -22,15 +22,15 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
-from node.pipeline.preprocess import (
-    Geometry,
+from node.imaging.dataset import read_dataset
+from node.imaging.geometry import Geometry
+from node.imaging.preprocess import (
     Preprocessed,
     PreprocessOptions,
     preprocess_array,
     preprocess_dataset,
-    read_dataset,
-    resize_and_pad,
 )
+from node.imaging.transforms import resize_and_pad
 from training.augment import Augmenter
 from training.datasets.sample import Sample, lesion_mask
 

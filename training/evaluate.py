@@ -1,6 +1,6 @@
 """Evaluate a model folder on a labelled dataset, computing what the node would compute.
 
-DICOM datasets run through :class:`node.pipeline.infer.InferenceEngine` itself
+DICOM datasets run through :class:`node.inference.engine.InferenceEngine` itself
 (preprocessing, TTA, temperatures, weights, breast and study aggregation,
 Grad-CAM); image-file datasets (BUSI, folders, the Kaggle CBIS JPEGs) through
 the same preprocessing, registry and ensemble functions.
@@ -27,10 +27,10 @@ import torch
 import yaml
 
 from node.config import InferenceSettings
+from node.inference.engine import ImageInput, InferenceEngine, StudyInferenceError, StudyInput
+from node.inference.ensemble import calibrated_probabilities, combine_members
 from node.models.card import CARD_FILE, ModelCard, card_from_data, read_card
 from node.models.folder import load_model_folder
-from node.pipeline.ensemble import calibrated_probabilities, combine_members
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInferenceError, StudyInput
 from training.aggregate import breast_level, study_level
 from training.data import label_index, preprocess_sample
 from training.datasets import Sample, detect_kind, lesion_mask, load_dataset
@@ -111,7 +111,7 @@ def _engine_predictions(
 def _array_predictions(
     model_dir: Path, card: ModelCard, samples: Sequence[Sample], progress: bool
 ) -> list[ImagePrediction]:
-    from node.pipeline.ensemble import tta_views
+    from node.inference.ensemble import tta_views
 
     model = load_model_folder(model_dir)
     options = card.input.preprocess_options()

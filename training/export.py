@@ -25,10 +25,10 @@ import numpy.typing as npt
 import torch
 import yaml
 
+from node.inference.ensemble import calibrated_probabilities, tta_views
 from node.models.card import InputSpec, ModelCard
 from node.models.folder import write_model_folder
 from node.models.registry import create_model
-from node.pipeline.ensemble import calibrated_probabilities, tta_views
 from training.aggregate import study_level
 from training.calibrate import fit_temperature, fit_weights, operating_points
 from training.data import cache_images

@@ -1,8 +1,8 @@
 """Member outputs on preprocessed images, the way the node computes them.
 
 Each TTA view is applied to the ``[0, 1]`` batch before normalisation
-(:func:`node.pipeline.ensemble.apply_view`), as in
-:class:`node.pipeline.infer.InferenceEngine`, so temperatures and weights fitted
+(:func:`node.inference.ensemble.apply_view`), as in
+:class:`node.inference.engine.InferenceEngine`, so temperatures and weights fitted
 here are the ones the node's arithmetic expects.
 """
 
@@ -15,7 +15,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from node.pipeline.ensemble import TTAView, apply_view
+from node.inference.ensemble import TTAView, apply_view
 from training.loop import Normaliser
 
 __all__ = ["view_logits"]

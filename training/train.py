@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from node.inference.ensemble import calibrated_probabilities
 from node.models.card import InputSpec
 from node.models.registry import create_model
-from node.pipeline.ensemble import calibrated_probabilities
 from training.augment import Augmenter
 from training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from training.config import TrainConfig

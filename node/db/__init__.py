@@ -1,11 +1,29 @@
-"""The node's database: ORM models, engine and schema, and the study queue API.
+"""The node's database: ORM models, engine and schema, the study queue and its reads.
 
 SQLite in WAL mode is the default; the same code runs on PostgreSQL so several node
 processes can share one queue.
+
+==========================  ========================================================
+module                      what it holds
+==========================  ========================================================
+:mod:`.models`              ORM tables and the state enums (``StudyState``, ...)
+:mod:`.engine`              engine, schema migrations, the ``changed_rows`` helper
+:mod:`.records`             snapshots and inputs: ``StudyRef``, ``InstanceFacts``, ...
+:mod:`.queue`               every state change (the one owner of study and delivery
+                            state)
+:mod:`.reads`               every read of the CLI, the status page and ``/metrics``
+:mod:`.audit`               the append-only audit trail
+==========================  ========================================================
 """
 
-from node.db.engine import SCHEMA_VERSION, SessionFactory, init_schema, make_engine, open_database
-from node.db.instances import InstanceFacts, RecordOutcome, instances_of, record_instance
+from node.db.engine import (
+    SCHEMA_VERSION,
+    SessionFactory,
+    changed_rows,
+    init_schema,
+    make_engine,
+    open_database,
+)
 from node.db.models import (
     Delivery,
     DeliveryState,
@@ -19,32 +37,29 @@ from node.db.models import (
     utcnow,
 )
 from node.db.queue import (
-    StudyRef,
     add_event,
     claim_holders,
     claim_next,
-    count_by_state,
-    events_of,
-    expire_claims,
-    recent_studies,
-    record_event,
-    release_claim,
-    renew_lease,
-    transition,
-)
-from node.db.results import (
-    AttemptOutcome,
-    DeliveryRef,
-    NewDelivery,
-    NewResult,
     claim_sending,
-    deliveries_of,
-    delivery_counts,
     due_deliveries,
+    expire_claims,
     finish_sending,
     record_attempts,
-    results_of,
+    record_event,
+    record_instance,
+    release_claim,
+    renew_lease,
     save_result,
+    transition,
+)
+from node.db.records import (
+    AttemptOutcome,
+    DeliveryRef,
+    InstanceFacts,
+    NewDelivery,
+    NewResult,
+    RecordOutcome,
+    StudyRef,
 )
 
 __all__ = [
@@ -67,27 +82,21 @@ __all__ = [
     "StudyState",
     "UTCDateTime",
     "add_event",
+    "changed_rows",
     "claim_holders",
     "claim_next",
     "claim_sending",
-    "count_by_state",
-    "deliveries_of",
-    "delivery_counts",
     "due_deliveries",
-    "events_of",
     "expire_claims",
     "finish_sending",
     "init_schema",
-    "instances_of",
     "make_engine",
     "open_database",
-    "recent_studies",
     "record_attempts",
     "record_event",
     "record_instance",
     "release_claim",
     "renew_lease",
-    "results_of",
     "save_result",
     "transition",
     "utcnow",

@@ -9,22 +9,20 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from node.db.engine import SessionFactory
+from node.db.engine import SessionFactory, changed_rows
 from node.db.models import AuditEvent, Delivery, Instance, Study, utcnow
-
-if TYPE_CHECKING:
-    from node.db.results import AttemptOutcome
+from node.db.records import AttemptOutcome
 
 __all__ = [
     "Received",
     "StoreAnswer",
     "add_sent",
-    "audit_events",
+    "count_audit_before",
     "delete_audit_before",
     "record_received",
 ]
@@ -146,40 +144,14 @@ def add_sent(session: Session, outcomes: Sequence[AttemptOutcome]) -> None:
         )
 
 
-def audit_events(
-    session_factory: SessionFactory,
-    *,
-    study_uid: str | None = None,
-    since: datetime | None = None,
-    limit: int = 100,
-) -> list[dict[str, Any]]:
-    """Audit rows as plain data, newest first."""
-    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-    if study_uid is not None:
-        query = query.where(AuditEvent.study_uid == study_uid)
-    if since is not None:
-        query = query.where(AuditEvent.at >= since)
-    with session_factory() as session:
-        return [
-            {
-                "at": row.at.isoformat(),
-                "kind": row.kind,
-                "study_uid": row.study_uid,
-                "ae_title": row.ae_title,
-                "peer": row.peer,
-                "instances": row.instances,
-                "status": row.status,
-                "detail": json.loads(row.detail),
-            }
-            for row in session.scalars(query)
-        ]
+def count_audit_before(session: Session, cutoff: datetime) -> int:
+    """How many audit rows are older than ``cutoff`` (what retention would delete)."""
+    count = session.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.at < cutoff)
+    )
+    return int(count or 0)
 
 
 def delete_audit_before(session: Session, cutoff: datetime) -> int:
     """Delete audit rows older than ``cutoff`` (retention only); returns how many."""
-    result = session.execute(
-        delete(AuditEvent)
-        .where(AuditEvent.at < cutoff)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return changed_rows(session, delete(AuditEvent).where(AuditEvent.at < cutoff))

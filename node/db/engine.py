@@ -8,7 +8,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Delete,
+    Engine,
+    Table,
+    Update,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,13 +28,31 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.db.models import Base, SchemaVersion, utcnow
 from node.errors import StorageError
 
-__all__ = ["SCHEMA_VERSION", "SessionFactory", "init_schema", "make_engine", "open_database"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SessionFactory",
+    "changed_rows",
+    "init_schema",
+    "make_engine",
+    "open_database",
+]
 
 log = structlog.get_logger(__name__)
 
 SessionFactory = sessionmaker[Session]
 
 _VERSIONS = cast(Table, SchemaVersion.__table__)
+
+
+def changed_rows(session: Session, statement: Update | Delete) -> int:
+    """Run an ``UPDATE`` or ``DELETE`` in ``session`` without synchronising the session's
+    objects, and return how many rows it changed.
+
+    Every conditional change of the queue (``WHERE state = ... AND generation = ...``)
+    tells success from a lost race by this count.
+    """
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return int(cast("CursorResult[Any]", result).rowcount)
 
 
 def _tables(*names: str) -> list[Table]:

@@ -30,6 +30,7 @@ from node.dicom.contexts import SupportedContexts, add_scp_contexts
 from node.dicom.security import AssociationPolicy, server_context
 from node.dicom.transport import RequestHandler
 from node.errors import SpoolFullError, StorageError
+from node.imaging.dataset import laterality_of, view_of
 from node.spool import Spool
 
 __all__ = ["StorageSCP", "read_facts"]
@@ -53,17 +54,6 @@ _HEADER_KEYWORDS = [
     "SpecificCharacterSet",
 ]
 _HEADER_TAGS = [Tag(keyword) for keyword in _HEADER_KEYWORDS]
-# CID 4014 view codes (SNOMED CT) -> ViewPosition
-_VIEW_CODES = {
-    "399162004": "CC",
-    "399368009": "MLO",
-    "399352003": "ML",
-    "399260004": "LM",
-    "399192008": "XCCL",
-    "399101009": "XCCM",
-    "399196006": "FB",
-    "399188001": "SIO",
-}
 
 
 class DataSetError(ValueError):
@@ -138,9 +128,6 @@ def read_facts(
             raise MissingUIDError(f"data set lacks {', '.join(missing)}")
         if uids["SOPInstanceUID"] != sop_instance_uid or uids["SOPClassUID"] != sop_class_uid:
             raise MissingUIDError("data set SOP Class/Instance UID differs from the command")
-        view = _text(ds, "ViewPosition")
-        if view is None and ds.get("ViewCodeSequence"):
-            view = _VIEW_CODES.get(str(ds.ViewCodeSequence[0].get("CodeValue", "")))
         frames = ds.get("NumberOfFrames")
         return InstanceFacts(
             study_uid=str(uids["StudyInstanceUID"]),
@@ -153,8 +140,8 @@ def read_facts(
             size_bytes=0,
             accession_number=_text(ds, "AccessionNumber"),
             modality=_text(ds, "Modality"),
-            laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-            view=view,
+            laterality=laterality_of(ds) or None,
+            view=view_of(ds) or None,
             body_part=_text(ds, "BodyPartExamined"),
             presentation_intent=_text(ds, "PresentationIntentType"),
             number_of_frames=int(frames) if frames not in (None, "") else 1,

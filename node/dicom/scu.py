@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from node.config import ClientTls
@@ -196,7 +197,7 @@ def store_datasets(peer: Peer, datasets: Sequence[Dataset]) -> list[StoreOutcome
 def echo(peer: Peer) -> int:
     """C-ECHO ``peer``; returns the DIMSE status. Raises :class:`SendError` if unreachable."""
     ae = _ae(peer)
-    ae.add_requested_context("1.2.840.10008.1.1")
+    ae.add_requested_context(Verification)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer.tls_args())
     if not assoc.is_established:
         raise SendError(f"no association with {peer}")

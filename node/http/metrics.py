@@ -9,17 +9,19 @@ measured on disk.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from node import __version__
-from node.admin import queue_waits
-from node.db import Delivery, Result, ResultOutcome, count_by_state
+from node.db.reads import (
+    count_by_state,
+    delivery_totals,
+    inference_seconds,
+    queue_waits,
+    result_counts,
+)
 from node.http.view import NodeView
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
@@ -105,45 +107,25 @@ def render_metrics(view: NodeView) -> str:
     for state, count in count_by_state(sf).items():
         out.sample("studies", count, state=state)
 
-    with sf() as session:
-        by_state = dict(
-            session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
-        )
-        attempts, sent = session.execute(
-            select(
-                func.coalesce(func.sum(Delivery.attempts), 0),
-                func.count().filter(Delivery.state == "sent"),
-            )
-        ).one()
-        retries = session.scalar(
-            select(func.coalesce(func.sum(Delivery.attempts - 1), 0)).where(Delivery.attempts > 1)
-        )
-        outcomes = dict(
-            session.execute(select(Result.outcome, func.count()).group_by(Result.outcome)).all()
-        )
-        timings = session.scalars(
-            select(Result.timings).where(Result.outcome == ResultOutcome.RESULT.value)
-        ).all()
+    deliveries = delivery_totals(sf)
     out.family("deliveries", "gauge", "Result objects per destination, by delivery state.")
-    for state in ("pending", "sent", "failed", "superseded"):
-        out.sample("deliveries", int(by_state.get(state, 0)), state=state)
+    for state, count in deliveries.by_state.items():
+        out.sample("deliveries", count, state=state.value)
     out.family("send_attempts_total", "counter", "Delivery attempts (C-STORE or file write).")
-    out.sample("send_attempts_total", int(attempts))
+    out.sample("send_attempts_total", deliveries.attempts)
     out.family("send_failures_total", "counter", "Delivery attempts that failed.")
-    out.sample("send_failures_total", int(attempts) - int(sent))
+    out.sample("send_failures_total", deliveries.attempts - deliveries.sent)
     out.family("send_retries_total", "counter", "Delivery attempts after the first, per object.")
-    out.sample("send_retries_total", int(retries or 0))
+    out.sample("send_retries_total", deliveries.retries)
     out.family("results", "gauge", "Stored results, by outcome (result or failure report).")
-    for outcome in ResultOutcome:
-        out.sample("results", int(outcomes.get(outcome.value, 0)), outcome=outcome.value)
+    for outcome, count in result_counts(sf).items():
+        out.sample("results", count, outcome=outcome.value)
 
-    inference = [
-        float(t["worker_inference_s"])
-        for t in map(json.loads, timings)
-        if isinstance(t.get("worker_inference_s"), int | float)
-    ]
     out.histogram(
-        "inference_seconds", "Inference time per study, seconds.", inference, INFERENCE_BUCKETS
+        "inference_seconds",
+        "Inference time per study, seconds.",
+        inference_seconds(sf),
+        INFERENCE_BUCKETS,
     )
     waits = [wait for per_study in queue_waits(sf).values() for wait in per_study]
     out.histogram(

@@ -11,8 +11,7 @@ from html import escape
 from typing import Any
 
 from node import __version__
-from node.admin import StudyRow, list_studies
-from node.db import count_by_state
+from node.db.reads import StudyRow, count_by_state, list_studies
 from node.http.health import check_health
 from node.http.view import NodeView
 

@@ -20,8 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.errors import ModelError
+from node.imaging.preprocess import PreprocessOptions
 from node.models.registry import ARCHITECTURES, GLOBAL_POOLS
-from node.pipeline.preprocess import PreprocessOptions
 
 __all__ = [
     "CARD_FILE",
@@ -56,7 +56,7 @@ class _Frozen(BaseModel):
 
 
 class InputSpec(_Frozen):
-    """The model input contract (what :mod:`node.pipeline.preprocess` must produce)."""
+    """The model input contract (what :mod:`node.imaging.preprocess` must produce)."""
 
     height: int = Field(default=1024, ge=8, le=8192)
     width: int = Field(default=512, ge=8, le=8192)

@@ -1,6 +1,6 @@
 """Result objects for one study: what radiologists see in their viewer.
 
-:func:`build_outputs` turns a :class:`~node.pipeline.infer.StudyResult` and the
+:func:`build_outputs` turns a :class:`~node.results.StudyResult` and the
 source datasets into every object that :class:`~node.config.OutputSettings`
 asks for; :func:`build_failure_outputs` makes the report for a study that failed
 or was skipped after eligibility, so that silence is never read as "normal".
@@ -28,13 +28,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import structlog
 from pydicom.dataset import Dataset
 
 from node import __version__
-from node.config import OutputSettings
+from node.config import OutputKind, OutputSettings
 from node.errors import OutputError
 from node.outputs._common import SeriesSpec
 from node.outputs.gsps import build_presentation_state
@@ -42,13 +41,12 @@ from node.outputs.mgcad import build_cad_failure_report, build_cad_report
 from node.outputs.sc import SecondaryCaptureStyle, build_secondary_capture
 from node.outputs.sr import build_failure_report, build_measurement_report
 from node.outputs.uids import derive_uid
-from node.pipeline.infer import StudyResult
+from node.results import StudyResult
 
 __all__ = ["ResultObject", "build_failure_outputs", "build_outputs"]
 
 log = structlog.get_logger(__name__)
 
-Kind = Literal["sr", "mgcad", "sc", "gsps"]
 
 #: Model name and version written into a failure report when no model is known.
 _NO_MODEL = ("Breast AI Node", __version__)
@@ -59,7 +57,7 @@ class ResultObject:
     """One built object: its kind, the dataset, and the source image it was made from
     (``""`` for study-level objects)."""
 
-    kind: Kind
+    kind: OutputKind
     dataset: Dataset
     source_sop_instance_uid: str = ""
 
@@ -75,7 +73,7 @@ class ResultObject:
 
 def _series(
     settings: OutputSettings,
-    kind: Kind,
+    kind: OutputKind,
     study_uid: str,
     revision: int,
     model_version: str,

@@ -10,7 +10,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from node.errors import InferenceError, OutputError
-from node.pipeline.preprocess import decode, to_unit_range
+from node.imaging.pixels import decode, to_unit_range
 
 __all__ = [
     "DISCLAIMER",
@@ -19,7 +19,6 @@ __all__ = [
     "closed_polygon",
     "comprehensive_sr",
     "display_image",
-    "laterality_of",
     "require_uids",
 ]
 
@@ -35,15 +34,6 @@ def require_uids(ds: Dataset, what: str = "source image") -> None:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not str(ds.get(keyword, "") or ""):
             raise OutputError(f"{what}: {keyword} is missing")
-
-
-def laterality_of(ds: Dataset) -> str:
-    """``L``/``R``/``B`` from ImageLaterality, else Laterality; ``""`` when neither says."""
-    for keyword in ("ImageLaterality", "Laterality"):
-        value = str(ds.get(keyword, "") or "").strip().upper()
-        if value in ("L", "R", "B"):
-            return value
-    return ""
 
 
 def display_image(ds: Dataset) -> npt.NDArray[np.float32]:

@@ -21,15 +21,15 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from node.errors import OutputError
+from node.imaging.dataset import laterality_of
 from node.outputs._common import (
     DISCLAIMER,
     MANUFACTURER,
     SeriesSpec,
     closed_polygon,
-    laterality_of,
     require_uids,
 )
-from node.pipeline.explain import Region
+from node.results import Region
 
 __all__ = ["build_presentation_state"]
 

@@ -59,19 +59,19 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import UID
+from pydicom.uid import MammographyCADSRStorage
 
 from node.errors import OutputError
+from node.imaging.dataset import laterality_of, view_of
 from node.outputs import codes
 from node.outputs._common import (
     DISCLAIMER,
     SeriesSpec,
     closed_polygon,
     comprehensive_sr,
-    laterality_of,
 )
 from node.outputs.sr import birads_code, failure_text
-from node.pipeline.infer import ImageResult, StudyResult
+from node.results import ImageResult, StudyResult
 
 __all__ = [
     "MAMMOGRAPHY_CAD_SR",
@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 #: Mammography CAD SR Storage.
-MAMMOGRAPHY_CAD_SR = UID("1.2.840.10008.5.1.4.1.1.88.50")
+MAMMOGRAPHY_CAD_SR = MammographyCADSRStorage
 
 _Rel = hd.sr.RelationshipTypeValues
 Item = hd.sr.ContentItem
@@ -151,7 +151,7 @@ def _library_entry(ds: Dataset) -> Item:
     side = codes.SIDE_CODES.get(laterality_of(ds))
     if side is not None:
         children.append(_code(codes.IMAGE_LATERALITY, side, acq))
-    view = codes.VIEW_CODES.get(str(ds.get("ViewPosition", "") or "").strip().upper())
+    view = codes.VIEW_CODES.get(view_of(ds))
     if view is not None:
         children.append(_code(codes.IMAGE_VIEW, view, acq))
     orientation = [str(v) for v in (ds.get("PatientOrientation") or [])]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +22,6 @@ from node.errors import OutputError
 
 __all__ = [
     "COLORMAPS",
-    "Colormap",
     "Outline",
     "apply_colormap",
     "blend",
@@ -33,12 +31,12 @@ __all__ = [
     "resize_for_output",
 ]
 
-Colormap = Literal["jet", "hot", "inferno", "turbo"]
 
 RGB = npt.NDArray[np.uint8]
 Float = npt.NDArray[np.float32]
 
-#: Anchor colours (0-255) spaced evenly over [0, 1].
+#: Each colour map that :data:`node.config.Colormap` names: anchor colours (0-255) spaced
+#: evenly over [0, 1].
 COLORMAPS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "jet": (
         (0, 0, 128),

@@ -25,17 +25,17 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
 from node.errors import OutputError
+from node.imaging.dataset import laterality_of, view_of
 from node.outputs._common import (
     DISCLAIMER,
     MANUFACTURER,
     SeriesSpec,
     closed_polygon,
     display_image,
-    laterality_of,
     require_uids,
 )
 from node.outputs.render import Outline, render_overlay
-from node.pipeline.explain import Region
+from node.results import Region
 
 __all__ = ["SecondaryCaptureStyle", "build_secondary_capture", "legend_lines"]
 
@@ -111,7 +111,7 @@ def build_secondary_capture(
         for i, r in enumerate(regions)
     ]
     laterality = laterality_of(source)
-    view = str(source.get("ViewPosition", "") or "")
+    view = view_of(source)
     rgb = render_overlay(
         gray,
         heat,

@@ -46,7 +46,7 @@ from node.outputs._common import (
     comprehensive_sr,
 )
 from node.outputs.uids import child_uid, device_uid
-from node.pipeline.infer import ImageResult, StudyResult
+from node.results import ImageResult, StudyResult
 
 __all__ = [
     "birads_code",

@@ -20,16 +20,8 @@ import structlog
 from sqlalchemy import or_, select
 
 from node.config import CompletionSettings, EligibilityRule
-from node.db import (
-    SessionFactory,
-    Study,
-    StudyRef,
-    StudyState,
-    add_event,
-    instances_of,
-    transition,
-    utcnow,
-)
+from node.db import SessionFactory, Study, StudyRef, StudyState, add_event, transition, utcnow
+from node.db.reads import instances_of
 from node.pipeline.eligibility import Decision, decide
 
 __all__ = ["Completed", "complete_due_studies"]

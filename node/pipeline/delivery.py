@@ -20,17 +20,14 @@ lost in a crash is sent again with the same SOP Instance UID and file name.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pydicom
 import structlog
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from node.config import DicomDestination, FolderDestination, SendingSettings, Settings
 from node.db import (
@@ -47,8 +44,9 @@ from node.db import (
 )
 from node.dicom.scu import Peer, StoreOutcome, store_datasets
 from node.errors import SendError
+from node.imaging.dataset import read_dataset
 from node.pipeline.lease import keep_leases
-from node.spool import Spool, uid_component
+from node.spool import Spool, uid_component, write_atomically
 
 __all__ = ["Sender", "backoff_seconds", "write_file_atomically"]
 
@@ -76,21 +74,7 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # one temporary name per target: the retry after a crash mid-write reuses and
     # renames it, so no half-written file is left behind in the destination folder
-    tmp = path.parent / f".{path.name}.part"
-    try:
-        with tmp.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, [data], tmp=path.parent / f".{path.name}.part", mode=0o644)
 
 
 class Sender:
@@ -193,10 +177,11 @@ class Sender:
         datasets: list[Dataset] = []
         for item in items:
             try:
-                datasets.append(pydicom.dcmread(self.spool.path(item.delivery.path)))
+                path = self.spool.path(item.delivery.path)
+                datasets.append(read_dataset(path, error=SendError, what="result file"))
                 results.append(None)
-            except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
-                results.append(StoreOutcome(None, f"cannot read result file: {exc}"))
+            except SendError as exc:
+                results.append(StoreOutcome(None, str(exc)))
         sent: list[StoreOutcome] = []
         if datasets:
             try:

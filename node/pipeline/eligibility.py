@@ -11,17 +11,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydicom.uid import (
+    BreastProjectionXRayImageStorageForPresentation,
+    BreastProjectionXRayImageStorageForProcessing,
+    BreastTomosynthesisImageStorage,
+    DigitalMammographyXRayImageStorageForProcessing,
+)
+
 from node.config import EligibilityRule
 
 __all__ = ["Decision", "ImageFacts", "decide", "matches"]
 
-MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+MG_FOR_PROCESSING = str(DigitalMammographyXRayImageStorageForProcessing)
 _TOMOSYNTHESIS = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis Image Storage
-        "1.2.840.10008.5.1.4.1.1.13.1.4",  # Breast Projection X-Ray For Presentation
-        "1.2.840.10008.5.1.4.1.1.13.1.5",  # Breast Projection X-Ray For Processing
-    }
+    str(uid)
+    for uid in (
+        BreastTomosynthesisImageStorage,
+        BreastProjectionXRayImageStorageForPresentation,
+        BreastProjectionXRayImageStorageForProcessing,
+    )
 )
 _BREAST_MODALITIES = frozenset({"MG", "US"})
 

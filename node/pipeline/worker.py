@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import pydicom
 import structlog
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -47,22 +46,23 @@ from node.db import (
     StudyRef,
     StudyState,
     claim_next,
-    instances_of,
     save_result,
     transition,
 )
+from node.db.reads import instances_of
 from node.errors import NodeError, OutputError
-from node.outputs import ResultObject, build_failure_outputs, build_outputs
-from node.pipeline.eligibility import matches
-from node.pipeline.infer import (
+from node.imaging.dataset import read_dataset
+from node.inference.engine import (
     ImageInput,
     InferenceEngine,
     PreparedStudies,
     StudyInferenceError,
     StudyInput,
-    StudyResult,
 )
+from node.outputs import ResultObject, build_failure_outputs, build_outputs
+from node.pipeline.eligibility import matches
 from node.pipeline.lease import keep_leases
+from node.results import StudyResult
 from node.spool import Spool
 
 __all__ = ["InferenceWorker", "encode_object"]
@@ -411,10 +411,12 @@ class InferenceWorker:
 
     # -------------------------------------------------------------- file I/O
     def _read(self, image: InstanceFacts, *, pixels: bool) -> Dataset:
-        try:
-            return pydicom.dcmread(self.spool.path(image.path), stop_before_pixels=not pixels)
-        except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
-            raise OutputError(f"cannot read source image {image.sop_instance_uid}: {exc}") from exc
+        return read_dataset(
+            self.spool.path(image.path),
+            pixels=pixels,
+            error=OutputError,
+            what=f"source image {image.sop_instance_uid}",
+        )
 
     def _read_header(self, image: InstanceFacts) -> Dataset | None:
         try:

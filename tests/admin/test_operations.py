@@ -21,13 +21,14 @@ import pydicom
 import pytest
 import yaml
 
-from node.admin import list_studies, purge, reprocess, retry, show_study
 from node.app import NodeService
 from node.cli import main
 from node.config import HttpSettings, load_settings
 from node.db import utcnow
-from node.db.audit import audit_events
+from node.db.queue import reprocess, retry
+from node.db.reads import audit_events, list_studies, show_study
 from node.http import MonitoringServer, NodeView
+from node.pipeline.retention import purge
 from node.spool import Spool
 from tests.conftest import free_port, wait_until, write_config
 from tests.helpers.models import write_random_model_folder

@@ -18,6 +18,7 @@ from tests.helpers.node import Node, kill_while_receiving, node_status, send_log
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
+
 def test_kill_minus_nine_loses_nothing(tmp_path: Path, synthetic: Callable[..., Path]) -> None:
     rng = random.Random(20240611)
     source = synthetic(studies=6, seed=31, for_processing=True)

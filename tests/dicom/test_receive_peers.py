@@ -19,7 +19,8 @@ from sqlalchemy import select
 from node.app import NodeService
 from node.cli import main
 from node.config import Settings
-from node.db import Instance, count_by_state, recent_studies
+from node.db import Instance
+from node.db.reads import count_by_state, recent_studies
 from node.dicom import status
 from node.dicom.contexts import SupportedContexts
 from node.dicom.scu import Peer, send_files

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from node.app import NodeService
 from node.config import Settings, load_settings
-from node.db import DeliveryRef, SessionFactory, Study, deliveries_of, open_database
+from node.db import DeliveryRef, SessionFactory, Study, open_database
+from node.db.reads import deliveries_of
 from tests.conftest import free_port, wait_until, write_config
 from tests.helpers.models import write_random_model_folder
 from tests.helpers.node import StoreSCP

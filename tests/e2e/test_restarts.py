@@ -14,7 +14,8 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from node.db import Instance, Result, Study, deliveries_of, events_of
+from node.db import Instance, Result, Study
+from node.db.reads import deliveries_of, events_of
 from tests.conftest import free_port, wait_until
 from tests.e2e.conftest import (
     database,

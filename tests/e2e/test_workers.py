@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from node.config import Settings
-from node.db import Result, Study, deliveries_of, events_of
+from node.db import Result, Study
+from node.db.reads import deliveries_of, events_of
 from tests.conftest import free_port, wait_until
 from tests.e2e.conftest import database, e2e_config, load, storescu, wait_for_state
 from tests.helpers.node import BREAST_NODE, Node, StoreSCP

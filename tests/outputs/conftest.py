@@ -19,8 +19,9 @@ import pytest
 from pydicom.dataset import Dataset
 
 from node.config import InferenceSettings, OutputSettings
+from node.inference.engine import ImageInput, InferenceEngine, StudyInput
 from node.outputs import ResultObject, build_failure_outputs, build_outputs
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput, StudyResult
+from node.results import StudyResult
 from tests.helpers.models import bright_spot_state, write_random_model_folder
 from training.synthetic import SynthOptions, write_studies
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 from pydicom.sr.coding import Code
 from pydicom.uid import UID
 
-from node.config import ConfigError, OutputSettings, load_settings
+from node.config import Colormap, ConfigError, OutputSettings, load_settings
 from node.errors import OutputError
 from node.outputs import codes
 from node.outputs._common import closed_polygon
@@ -73,6 +74,11 @@ def test_statements() -> None:
     )
     assert "not a normal" in failure_text("  timed\nout ")
     assert "timed out" in failure_text("timed\nout")
+
+
+def test_every_configurable_colormap_is_drawn_and_no_other() -> None:
+    assert set(COLORMAPS) == set(get_args(Colormap))
+    assert set(get_args(OutputSettings.model_fields["colormap"].annotation)) == set(COLORMAPS)
 
 
 def test_colormaps_and_blending() -> None:

@@ -16,27 +16,15 @@ from scipy import ndimage
 from sqlalchemy import select
 
 from node.config import Settings
-from node.db import (
-    Result,
-    SessionFactory,
-    Study,
-    open_database,
-    record_instance,
-    utcnow,
-)
+from node.db import Result, SessionFactory, Study, open_database, record_instance, utcnow
 from node.dicom.scp import read_facts
+from node.imaging.geometry import Geometry
+from node.inference.engine import ImageInput, InferenceEngine, StudyInferenceError, StudyInput
 from node.jobs import Wake
 from node.outputs import build_outputs
 from node.pipeline.completion import complete_due_studies
-from node.pipeline.infer import (
-    ImageInput,
-    InferenceEngine,
-    StudyInferenceError,
-    StudyInput,
-    StudyResult,
-)
-from node.pipeline.preprocess import Geometry
 from node.pipeline.worker import InferenceWorker
+from node.results import StudyResult
 from node.spool import Spool
 from tests.conftest import wait_until
 from tests.helpers.models import write_random_model_folder

@@ -28,17 +28,17 @@ from node.db import (
     Study,
     StudyState,
     claim_next,
-    deliveries_of,
     open_database,
     record_instance,
     save_result,
     utcnow,
 )
+from node.db.reads import deliveries_of
 from node.dicom.scp import read_facts
+from node.inference.engine import InferenceEngine
 from node.outputs import ResultObject
 from node.pipeline.completion import complete_due_studies
 from node.pipeline.delivery import Sender, backoff_seconds, write_file_atomically
-from node.pipeline.infer import InferenceEngine
 from node.pipeline.worker import InferenceWorker, encode_object
 from node.spool import Spool
 from tests.helpers.models import write_random_model_folder

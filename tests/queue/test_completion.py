@@ -12,13 +12,11 @@ from node.db import (
     RecordOutcome,
     SessionFactory,
     StudyState,
-    count_by_state,
-    events_of,
     open_database,
-    recent_studies,
     record_instance,
     utcnow,
 )
+from node.db.reads import count_by_state, events_of, recent_studies
 from node.pipeline.completion import complete_due_studies
 from tests.queue.test_db import facts
 
@@ -100,7 +98,7 @@ def test_instance_arriving_during_the_decision_defers_it(db: SessionFactory) -> 
     stale_now = utcnow() + timedelta(seconds=61)
     # a decision based on a snapshot taken before this instance must not win
     from node.db import transition
-    from node.db.queue import StudyRef
+    from node.db.records import StudyRef
 
     (before,) = recent_studies(db)
     record_instance(db, facts(sop="1.2"))

@@ -19,8 +19,6 @@ from node.db import (
     Study,
     StudyState,
     claim_next,
-    count_by_state,
-    events_of,
     init_schema,
     make_engine,
     open_database,
@@ -29,7 +27,8 @@ from node.db import (
     transition,
 )
 from node.db.models import Base, SchemaVersion
-from node.db.queue import StudyRef
+from node.db.reads import count_by_state, events_of
+from node.db.records import StudyRef
 from tests.helpers.postgres import postgres_server
 
 

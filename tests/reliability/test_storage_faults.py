@@ -16,7 +16,8 @@ from sqlalchemy.engine import make_url
 
 from node.app import NodeService
 from node.config import Settings
-from node.db import Instance, count_by_state
+from node.db import Instance
+from node.db.reads import count_by_state
 from node.dicom import status
 from node.dicom.scu import Peer, send_files
 from tests.conftest import wait_until

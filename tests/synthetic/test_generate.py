@@ -150,7 +150,8 @@ def test_monochrome1_inverts_stored_values(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("voi", ["sigmoid", "lut"])
 def test_voi_sigmoid_and_lut_go_through_the_node_preprocessing(voi: str, tmp_path: Path) -> None:
-    from node.pipeline.preprocess import PreprocessOptions, preprocess_dataset, read_dataset
+    from node.imaging.dataset import read_dataset
+    from node.imaging.preprocess import PreprocessOptions, preprocess_dataset
 
     write_studies(tmp_path / "window", 1, 3, SynthOptions())
     write_studies(tmp_path / voi, 1, 3, SynthOptions(voi=voi))  # type: ignore[arg-type]

@@ -94,7 +94,7 @@ def test_vindr_birads_labels_and_split(tmp_path: Path) -> None:
 
 
 def test_rsna_reads_labels_and_decodes_jpeg2000(tmp_path: Path) -> None:
-    from node.pipeline.preprocess import PreprocessOptions
+    from node.imaging.preprocess import PreprocessOptions
     from training.data import preprocess_sample
 
     root = layouts.write_rsna(tmp_path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from node.config import InferenceSettings
+from node.inference.engine import ImageInput, InferenceEngine, StudyInput
 from node.models.folder import load_model_folder
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
 from training.datasets import load_dataset
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"

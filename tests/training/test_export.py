@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from node.config import InferenceSettings
+from node.inference.engine import ImageInput, InferenceEngine, StudyInput
 from node.models.folder import load_model_folder
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
 from training.cli import main
 from training.config import TrainConfig
 from training.datasets import load_dataset

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from node.pipeline.ensemble import calibrated_probabilities
+from node.inference.ensemble import calibrated_probabilities
 from training.calibrate import fit_temperature, fit_weights, operating_points
 from training.loop import collapse_warning
 from training.losses import FocalLoss, class_weights, sample_weights

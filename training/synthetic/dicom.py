@@ -14,7 +14,14 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalMammographyXRayImageStorageForProcessing,
+    ExplicitVRLittleEndian,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    UltrasoundImageStorage,
+)
 
 from training.synthetic.identity import (
     IMPLEMENTATION_CLASS_UID,
@@ -36,10 +43,10 @@ __all__ = [
     "study_level",
 ]
 
-MG_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
-MG_FOR_PROCESSING = UID("1.2.840.10008.5.1.4.1.1.1.2.1")
-US_IMAGE = UID("1.2.840.10008.5.1.4.1.1.6.1")
-MULTIFRAME_WORD_SC = UID("1.2.840.10008.5.1.4.1.1.7.3")
+MG_FOR_PRESENTATION = DigitalMammographyXRayImageStorageForPresentation
+MG_FOR_PROCESSING = DigitalMammographyXRayImageStorageForProcessing
+US_IMAGE = UltrasoundImageStorage
+MULTIFRAME_WORD_SC = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
 
 #: CID 4014 view codes (SNOMED CT) and their code meanings.
 VIEW_CODES = {

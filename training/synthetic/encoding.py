@@ -1,4 +1,5 @@
-"""Writing datasets in the transfer syntax asked for, losslessly and reproducibly.
+"""Writing datasets in the transfer syntax asked for, losslessly and reproducibly, and
+lesion masks as PNG.
 
 RLE, JPEG-LS and JPEG 2000 are encoded in-process by pydicom's encoders (RLE
 natively, JPEG-LS with pyjpegls, JPEG 2000 with pylibjpeg-openjpeg). JPEG
@@ -15,7 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
+from numpy.typing import NDArray
+from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
@@ -28,7 +32,7 @@ from pydicom.uid import (
 
 from training.synthetic.options import TransferSyntaxName
 
-__all__ = ["TRANSFER_SYNTAXES", "EncodingError", "encode", "save"]
+__all__ = ["TRANSFER_SYNTAXES", "EncodingError", "encode", "save", "write_mask"]
 
 #: Option name -> transfer syntax UID.
 TRANSFER_SYNTAXES: dict[str, UID] = {
@@ -90,3 +94,10 @@ def save(ds: Dataset, path: Path) -> None:
     """Write ``ds`` as a DICOM Part 10 file at ``path`` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+def write_mask(out: Path, relative: str, mask: NDArray[np.bool_]) -> None:
+    """Write a lesion mask as an 8-bit PNG (0 background, 255 lesion)."""
+    path = out / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path, format="PNG", optimize=False)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 from pydicom.dataset import Dataset
 
 from training.synthetic.dicom import (
@@ -15,7 +14,7 @@ from training.synthetic.dicom import (
     mammography_dataset,
     study_level,
 )
-from training.synthetic.encoding import encode, save
+from training.synthetic.encoding import encode, save, write_mask
 from training.synthetic.labels import LABELS_FILE, write_labels
 from training.synthetic.mammogram import (
     BITS_FOR_PRESENTATION,
@@ -25,8 +24,9 @@ from training.synthetic.mammogram import (
 from training.synthetic.options import MG_VIEWS, SynthImage, SynthOptions
 from training.synthetic.study import GRIDS, StudyPlan, image_rng, plan_study
 from training.synthetic.tomo import SLICES, tomo_dataset, tomo_frames
+from training.synthetic.ultrasound import write_us_study
 
-__all__ = ["DEFAULT_OPTIONS", "write_mask", "write_studies"]
+__all__ = ["DEFAULT_OPTIONS", "write_studies"]
 
 DEFAULT_OPTIONS = SynthOptions()
 
@@ -50,8 +50,6 @@ def write_studies(
     for index in range(studies):
         plan = plan_study(seed, index, options, grid)
         if options.modality == "us":
-            from training.synthetic.ultrasound import write_us_study
-
             images.extend(write_us_study(out, plan, options))
         else:
             images.extend(_write_mg_study(out, plan, options))
@@ -61,13 +59,6 @@ def write_studies(
 
 def _folder(plan: StudyPlan) -> str:
     return f"study-{plan.index + 1:04d}"
-
-
-def write_mask(out: Path, relative: str, mask: NDArray[np.bool_]) -> None:
-    """Write a lesion mask as an 8-bit PNG (0 background, 255 lesion)."""
-    path = out / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path, format="PNG", optimize=False)
 
 
 def _write_mg_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[SynthImage]:

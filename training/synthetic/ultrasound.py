@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from training.synthetic.anatomy import power_noise
 from training.synthetic.dicom import US_IMAGE, code_item, file_meta, study_level
-from training.synthetic.encoding import encode, save
+from training.synthetic.encoding import encode, save, write_mask
 from training.synthetic.mammogram import bounding_box
 from training.synthetic.options import SynthImage, SynthOptions
 from training.synthetic.study import StudyPlan, image_rng
@@ -248,8 +248,6 @@ def write_us_study(out: Path, plan: StudyPlan, options: SynthOptions) -> list[Sy
         mask_path = None
         bbox = None
         if mask is not None:
-            from training.synthetic.generate import write_mask
-
             mask_path = f"masks/{folder}-US-{laterality}-{view}.png"
             write_mask(out, mask_path, mask)
             bbox = bounding_box(mask)

@@ -10,15 +10,13 @@ model input's resolution and averaged with the ensemble weights.
 Regions are the connected parts of the map at or above a fraction of its
 maximum, each outlined by a closed polygon along pixel edges (so it contains
 exactly the part's pixels) and mapped to original image coordinates with the
-preprocessing :class:`~node.pipeline.preprocess.Geometry`.
+preprocessing :class:`~node.imaging.geometry.Geometry`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,42 +24,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
-from node.pipeline.preprocess import Geometry
+from node.imaging.geometry import Geometry
+from node.results import Region
 
-__all__ = ["Region", "combine_cams", "extract_regions", "grad_cam", "outline"]
-
-Point = tuple[float, float]
+__all__ = ["combine_cams", "extract_regions", "grad_cam", "outline"]
 
 # values within this fraction of the map's maximum of a region's peak count as the peak
 _PLATEAU = 0.01
-
-
-@dataclass(frozen=True)
-class Region:
-    """A marked region in original image pixel coordinates.
-
-    Attributes:
-        polygon: closed outline ``((x, y), ...)``, first point repeated last,
-            DICOM SCOORD convention (``(0, 0)`` = top-left corner of the image).
-        peak: highest map value inside the region, in ``[0, 1]``.
-        peak_point: ``(x, y)`` of that maximum (the centre of the pixels within
-            1 % of it, since up-sampled maps have flat tops).
-        area: polygon area in original pixels.
-    """
-
-    polygon: tuple[Point, ...]
-    peak: float
-    peak_point: Point
-    area: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return {
-            "polygon": [list(p) for p in self.polygon],
-            "peak": self.peak,
-            "peak_point": list(self.peak_point),
-            "area": self.area,
-        }
 
 
 def grad_cam(features: torch.Tensor, score: torch.Tensor) -> torch.Tensor:

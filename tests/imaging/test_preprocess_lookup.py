@@ -1,7 +1,7 @@
 """The table road of preprocessing gives what the direct ``float64`` evaluation gives.
 
 :func:`preprocess_dataset` converts stored values to ``[0, 1]`` through a table
-(:func:`node.pipeline.preprocess._unit_table`) and only for the pixels it needs;
+(:func:`node.imaging.pixels.unit_table`) and only for the pixels it needs;
 :func:`to_unit_range` uses the same table. Both are checked here against a copy of
 the straightforward implementation they replaced (``ds.pixel_array``, the Modality
 and VOI transforms in ``float64`` on the whole image, then crop and resize), for
@@ -22,14 +22,9 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from node.errors import InferenceError
-from node.pipeline.preprocess import (
-    PreprocessOptions,
-    decode,
-    laterality_from_tags,
-    preprocess_array,
-    preprocess_dataset,
-    to_unit_range,
-)
+from node.imaging.dataset import laterality_from_tags
+from node.imaging.pixels import decode, to_unit_range
+from node.imaging.preprocess import PreprocessOptions, preprocess_array, preprocess_dataset
 from tests.helpers.images import breast_phantom, mg_dataset, write_dataset
 
 OPTIONS = PreprocessOptions(height=128, width=64)

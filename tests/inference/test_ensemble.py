@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from node.pipeline.ensemble import (
+from node.inference.ensemble import (
     TTA_VIEWS,
     apply_view,
     assessment_category,

@@ -1,75 +1,40 @@
-"""The study queue API used by every pipeline stage.
+"""Study claims and transitions: every change of a study's state outside receiving.
 
-Every function is one transaction. Changes are conditional ``UPDATE``s (``WHERE state =
-... AND generation = ...``), so they are atomic on SQLite and PostgreSQL alike: two
-workers never claim the same study, and a stage whose study was reopened by a late
-instance (a new ``generation``) cannot overwrite the newer state.
+Every function is one transaction (or runs in the caller's, where it takes a session).
+Changes are conditional ``UPDATE``s (``WHERE state = ... AND generation = ...``), so they
+are atomic on SQLite and PostgreSQL alike: two workers never claim the same study, and a
+stage whose study was reopened by a late instance (a new ``generation``) cannot
+overwrite the newer state.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from node.db.engine import SessionFactory
+from node.db.engine import SessionFactory, changed_rows
 from node.db.models import Study, StudyEvent, StudyState, utcnow
+from node.db.records import StudyRef
+from node.errors import NodeError
 
 __all__ = [
-    "StudyRef",
     "add_event",
     "claim_holders",
     "claim_next",
-    "count_by_state",
-    "events_of",
     "expire_claims",
-    "recent_studies",
+    "find_study",
     "record_event",
     "release_claim",
     "renew_lease",
+    "reprocess",
+    "requeue",
     "transition",
 ]
-
-
-@dataclass(frozen=True)
-class StudyRef:
-    """A snapshot of a study row: what a stage needs to act on it and to change it."""
-
-    id: int
-    study_uid: str
-    accession_number: str | None
-    state: StudyState
-    generation: int
-    instance_count: int
-    reason: str | None
-    first_received_at: datetime
-    last_received_at: datetime
-    state_changed_at: datetime
-    claimed_by: str | None = None
-    lease_expires_at: datetime | None = None
-
-    @classmethod
-    def of(cls, study: Study) -> StudyRef:
-        """The snapshot of an ORM row."""
-        return cls(
-            id=study.id,
-            study_uid=study.study_uid,
-            accession_number=study.accession_number,
-            state=StudyState(study.state),
-            generation=study.generation,
-            instance_count=study.instance_count,
-            reason=study.reason,
-            first_received_at=study.first_received_at,
-            last_received_at=study.last_received_at,
-            state_changed_at=study.state_changed_at,
-            claimed_by=study.claimed_by,
-            lease_expires_at=study.lease_expires_at,
-        )
 
 
 def add_event(session: Session, study_id: int, kind: str, detail: dict[str, Any]) -> None:
@@ -90,15 +55,12 @@ def record_event(
         add_event(session, study_id, kind, detail)
 
 
-def events_of(
-    session_factory: SessionFactory, study_id: int
-) -> list[tuple[datetime, str, dict[str, Any]]]:
-    """The event log of a study, oldest first: (time, kind, detail)."""
-    with session_factory() as session:
-        rows = session.scalars(
-            select(StudyEvent).where(StudyEvent.study_id == study_id).order_by(StudyEvent.id)
-        ).all()
-        return [(row.at, row.kind, json.loads(row.detail)) for row in rows]
+def find_study(session: Session, study_uid: str) -> Study:
+    """The study row with this Study Instance UID; :class:`NodeError` when there is none."""
+    row = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    if row is None:
+        raise NodeError(f"no study with Study Instance UID {study_uid}")
+    return row
 
 
 def claim_next(
@@ -131,7 +93,8 @@ def claim_next(
         # in to_state is claimable only while its lease stays expired
         expired = [] if state == from_state.value else [Study.lease_expires_at < now]
         with session_factory.begin() as session:
-            result = session.execute(
+            claimed = changed_rows(
+                session,
                 update(Study)
                 .where(
                     Study.id == study_id,
@@ -144,10 +107,9 @@ def claim_next(
                     claimed_by=worker_id,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     state_changed_at=now,
-                )
-                .execution_options(synchronize_session=False)
+                ),
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if claimed != 1:
                 continue
             detail = {"worker": worker_id, "from": state, "generation": generation}
             if state != from_state.value:
@@ -177,13 +139,13 @@ def _unchanged(study: StudyRef) -> list[ColumnElement[bool]]:
 def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds: float) -> bool:
     """Extend the lease of a study this worker holds; False if it lost the claim."""
     with session_factory.begin() as session:
-        result = session.execute(
+        renewed = changed_rows(
+            session,
             update(Study)
             .where(*_unchanged(study))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
         )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return renewed == 1
 
 
 def claim_holders(session_factory: SessionFactory) -> set[str]:
@@ -202,13 +164,12 @@ def expire_claims(session_factory: SessionFactory, holders: Iterable[str]) -> in
     if not names:
         return 0
     with session_factory.begin() as session:
-        result = session.execute(
+        return changed_rows(
+            session,
             update(Study)
             .where(Study.claimed_by.in_(names))
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-            .execution_options(synchronize_session=False)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1)),
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def release_claim(session: Session, study: StudyRef) -> StudyRef | None:
@@ -216,13 +177,11 @@ def release_claim(session: Session, study: StudyRef) -> StudyRef | None:
 
     Returns the new snapshot, or ``None`` when the claim was lost meanwhile.
     """
-    result = session.execute(
-        update(Study)
-        .where(*_unchanged(study))
-        .values(claimed_by=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
+    released = changed_rows(
+        session,
+        update(Study).where(*_unchanged(study)).values(claimed_by=None, lease_expires_at=None),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if released != 1:
         return None
     row = session.get(Study, study.id, populate_existing=True)
     assert row is not None
@@ -258,7 +217,8 @@ def transition(
             )
     now = utcnow()
     since = [] if unchanged_since is None else [Study.last_received_at == unchanged_since]
-    result = session.execute(
+    moved = changed_rows(
+        session,
         update(Study)
         .where(*_unchanged(study), *since)
         .values(
@@ -267,10 +227,9 @@ def transition(
             state_changed_at=now,
             claimed_by=None,
             lease_expires_at=None,
-        )
-        .execution_options(synchronize_session=False)
+        ),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if moved != 1:
         return None
     detail: dict[str, Any] = {"from": study.state.value, "to": to_state.value}
     if reason:
@@ -281,21 +240,41 @@ def transition(
     return StudyRef.of(row)
 
 
-def count_by_state(session_factory: SessionFactory) -> dict[str, int]:
-    """Number of studies in each state (every state listed, zeros included)."""
-    counts = {state.value: 0 for state in StudyState}
-    with session_factory() as session:
-        for state, count in session.execute(
-            select(Study.state, func.count()).group_by(Study.state)
-        ):
-            counts[state] = int(count)
-    return counts
+def requeue(session: Session, study: Study, event: str, detail: dict[str, Any]) -> int:
+    """Move ``study`` to ``queued`` as a new generation, in the caller's transaction.
+
+    Returns the new generation; :class:`NodeError` when the study changed meanwhile.
+    """
+    generation = study.generation + 1
+    moved = changed_rows(
+        session,
+        update(Study)
+        .where(Study.id == study.id, Study.generation == study.generation)
+        .values(
+            state=StudyState.QUEUED.value,
+            generation=generation,
+            reason=None,
+            state_changed_at=utcnow(),
+            claimed_by=None,
+            lease_expires_at=None,
+        ),
+    )
+    if moved != 1:
+        raise NodeError(f"study {study.study_uid} changed meanwhile; try again")
+    add_event(session, study.id, event, {**detail, "generation": generation})
+    return generation
 
 
-def recent_studies(session_factory: SessionFactory, limit: int = 20) -> list[StudyRef]:
-    """The studies that changed most recently, newest first."""
-    with session_factory() as session:
-        rows = session.scalars(
-            select(Study).order_by(Study.state_changed_at.desc(), Study.id.desc()).limit(limit)
-        ).all()
-        return [StudyRef.of(row) for row in rows]
+def reprocess(session_factory: SessionFactory, study_uid: str) -> str:
+    """Queue a study for inference again as a new generation; returns what was done.
+
+    The new generation's results supersede the earlier ones: pending deliveries of an
+    earlier generation are never sent.
+    """
+    with session_factory.begin() as session:
+        study = find_study(session, study_uid)
+        if study.state == StudyState.RECEIVING.value:
+            return f"{study_uid}: still receiving; it is processed once complete"
+        previous = study.state
+        generation = requeue(session, study, "reprocess", {"from": previous})
+    return f"{study_uid}: {previous} -> queued as generation {generation} (results supersede)"

@@ -12,19 +12,12 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from node.errors import InferenceError
-from node.pipeline.preprocess import (
-    Geometry,
-    PreprocessOptions,
-    breast_box,
-    clahe,
-    decode,
-    laterality_from_tags,
-    otsu_threshold,
-    preprocess_array,
-    preprocess_dataset,
-    to_unit_range,
-    ultrasound_box,
-)
+from node.imaging.breast import breast_box, otsu_threshold, ultrasound_box
+from node.imaging.dataset import laterality_from_tags
+from node.imaging.geometry import Geometry
+from node.imaging.pixels import decode, to_unit_range
+from node.imaging.preprocess import PreprocessOptions, preprocess_array, preprocess_dataset
+from node.imaging.transforms import clahe
 from tests.helpers.images import breast_phantom, mg_dataset, write_dataset
 
 OPTIONS = PreprocessOptions(height=256, width=128)

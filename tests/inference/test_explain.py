@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from node.config import InferenceSettings
-from node.pipeline.explain import combine_cams, extract_regions, grad_cam, outline
-from node.pipeline.infer import ImageInput, InferenceEngine, StudyInput
-from node.pipeline.preprocess import Geometry
+from node.imaging.geometry import Geometry
+from node.inference.engine import ImageInput, InferenceEngine, StudyInput
+from node.inference.explain import combine_cams, extract_regions, grad_cam, outline
 from tests.helpers.images import breast_phantom, mg_dataset, write_dataset
 from tests.helpers.models import bright_spot_state, write_random_model_folder
 

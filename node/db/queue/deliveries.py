@@ -4,7 +4,8 @@ The worker stores a study's result, one delivery row per destination and object,
 moves the study to ``sending`` in one transaction (:func:`save_result`). The sender
 claims ``sending`` studies that have a delivery due (:func:`claim_sending`), records
 each attempt (:func:`record_attempts`) and, when no delivery is pending any more, moves
-the study to ``done`` or ``failed`` (:func:`finish_sending`).
+the study to ``done`` or ``failed`` (:func:`finish_sending`). :func:`retry` sends a
+failed study's failed deliveries again, or re-infers it.
 
 Deliveries belong to one generation of a study: a later generation marks the earlier
 generation's pending deliveries ``superseded``, so an outdated result is never sent
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
 
 from node.db.audit import add_sent
-from node.db.engine import SessionFactory
+from node.db.engine import SessionFactory, changed_rows
 from node.db.models import (
     Delivery,
     DeliveryState,
@@ -32,104 +32,21 @@ from node.db.models import (
     StudyState,
     utcnow,
 )
-from node.db.queue import StudyRef, add_event, release_claim, transition
+from node.db.queue.studies import add_event, find_study, release_claim, requeue, transition
+from node.db.records import AttemptOutcome, DeliveryRef, NewDelivery, NewResult, StudyRef
+from node.errors import NodeError
 
 __all__ = [
-    "AttemptOutcome",
-    "DeliveryRef",
-    "NewDelivery",
-    "NewResult",
     "claim_sending",
-    "deliveries_of",
-    "delivery_counts",
     "due_deliveries",
     "finish_sending",
     "record_attempts",
-    "results_of",
+    "retry",
+    "retry_failed",
     "save_result",
 ]
 
 _PENDING = DeliveryState.PENDING.value
-
-
-@dataclass(frozen=True)
-class NewResult:
-    """A result (or failure report) to store for one study generation."""
-
-    outcome: ResultOutcome
-    reason: str | None = None
-    model_name: str | None = None
-    model_version: str | None = None
-    score: float | None = None
-    positive: bool | None = None
-    assessment: str | None = None
-    breast_scores: dict[str, float] = field(default_factory=dict)
-    image_scores: dict[str, float] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class NewDelivery:
-    """One object for one destination; ``path`` is relative to the spool root."""
-
-    destination: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    kind: str
-    path: str
-
-
-@dataclass(frozen=True)
-class DeliveryRef:
-    """A snapshot of a delivery row."""
-
-    id: int
-    study_id: int
-    generation: int
-    destination: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    kind: str
-    path: str
-    state: DeliveryState
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    next_attempt_at: datetime
-    sent_at: datetime | None
-
-    @classmethod
-    def of(cls, row: Delivery) -> DeliveryRef:
-        """The snapshot of an ORM row."""
-        return cls(
-            id=row.id,
-            study_id=row.study_id,
-            generation=row.generation,
-            destination=row.destination,
-            sop_instance_uid=row.sop_instance_uid,
-            sop_class_uid=row.sop_class_uid,
-            kind=row.kind,
-            path=row.path,
-            state=DeliveryState(row.state),
-            attempts=row.attempts,
-            last_status=row.last_status,
-            last_error=row.last_error,
-            next_attempt_at=row.next_attempt_at,
-            sent_at=row.sent_at,
-        )
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    """How one delivery attempt went. ``retry_at``: when to try again after a failure;
-    ``None`` after a failure means the attempts are exhausted."""
-
-    delivery_id: int
-    sent: bool
-    status: int | None = None
-    error: str | None = None
-    retry_at: datetime | None = None
 
 
 def save_result(
@@ -175,16 +92,16 @@ def save_result(
         )
         session.add(row)
         session.flush()
-        superseded = session.execute(
+        superseded = changed_rows(
+            session,
             update(Delivery)
             .where(
                 Delivery.study_id == study.id,
                 Delivery.generation < study.generation,
                 Delivery.state == _PENDING,
             )
-            .values(state=DeliveryState.SUPERSEDED.value)
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+            .values(state=DeliveryState.SUPERSEDED.value),
+        )
         for item in deliveries:
             session.add(
                 Delivery(
@@ -251,17 +168,17 @@ def claim_sending(
     claimed: list[StudyRef] = []
     for study_id, holder, generation in candidates:
         with session_factory.begin() as session:
-            moved = session.execute(
+            moved = changed_rows(
+                session,
                 update(Study)
                 .where(Study.id == study_id, Study.generation == generation, claimable)
                 .values(
                     claimed_by=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds)
-                )
-                .execution_options(synchronize_session=False)
+                ),
             )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if moved != 1:
                 continue
-            detail: dict[str, Any] = {"worker": worker_id, "from": "sending"}
+            detail: dict[str, Any] = {"worker": worker_id, "from": StudyState.SENDING.value}
             if holder is not None:
                 detail["reclaimed"] = True
             add_event(session, study_id, "claimed", detail)
@@ -287,57 +204,6 @@ def due_deliveries(session_factory: SessionFactory, study: StudyRef) -> list[Del
         return [DeliveryRef.of(row) for row in rows]
 
 
-def deliveries_of(session_factory: SessionFactory, study_id: int) -> list[DeliveryRef]:
-    """Every delivery of a study, every generation, in creation order."""
-    with session_factory() as session:
-        rows = session.scalars(
-            select(Delivery).where(Delivery.study_id == study_id).order_by(Delivery.id)
-        ).all()
-        return [DeliveryRef.of(row) for row in rows]
-
-
-def delivery_counts(
-    session_factory: SessionFactory, studies: Sequence[StudyRef]
-) -> dict[int, dict[str, int]]:
-    """Deliveries of each study's current generation, counted by state (study id -> counts)."""
-    counts: dict[int, dict[str, int]] = {study.id: {} for study in studies}
-    generations = {study.id: study.generation for study in studies}
-    with session_factory() as session:
-        rows = session.execute(
-            select(Delivery.study_id, Delivery.generation, Delivery.state, func.count())
-            .where(Delivery.study_id.in_(list(generations)))
-            .group_by(Delivery.study_id, Delivery.generation, Delivery.state)
-        ).all()
-    for study_id, generation, state, count in rows:
-        if generations[study_id] == generation:
-            counts[study_id][state] = int(count)
-    return counts
-
-
-def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str, Any]]:
-    """Every result row of a study as plain data, oldest generation first."""
-    with session_factory() as session:
-        rows = session.scalars(
-            select(Result).where(Result.study_id == study_id).order_by(Result.generation)
-        ).all()
-        return [
-            {
-                "generation": row.generation,
-                "outcome": row.outcome,
-                "reason": row.reason,
-                "model": {"name": row.model_name, "version": row.model_version},
-                "score": row.score,
-                "positive": row.positive,
-                "assessment": row.assessment,
-                "breast_scores": json.loads(row.breast_scores),
-                "image_scores": json.loads(row.image_scores),
-                "timings": json.loads(row.timings),
-                "created_at": row.created_at.isoformat(),
-            }
-            for row in rows
-        ]
-
-
 def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptOutcome]) -> None:
     """Record delivery attempts, and their audit rows, in one transaction.
 
@@ -357,11 +223,11 @@ def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptO
                 values.update(state=DeliveryState.FAILED.value)
             else:
                 values.update(next_attempt_at=outcome.retry_at)
-            session.execute(
+            changed_rows(
+                session,
                 update(Delivery)
                 .where(Delivery.id == outcome.delivery_id, Delivery.state == _PENDING)
-                .values(**values)
-                .execution_options(synchronize_session=False)
+                .values(**values),
             )
         add_sent(session, outcomes)
 
@@ -409,3 +275,59 @@ def _failed_reasons(failed: Sequence[Delivery]) -> list[str]:
             f"{last.attempts} attempt(s): {last.last_error or 'unknown error'}"
         )
     return reasons
+
+
+def retry(session_factory: SessionFactory, study_uid: str) -> str:
+    """Retry a failed study; returns what was done.
+
+    When the failure was a delivery, its failed deliveries go back to pending with fresh
+    attempts and the study to ``sending`` (the results are not rebuilt); otherwise (the
+    inference or its result objects failed) the study is re-inferred as a new generation.
+    """
+    with session_factory.begin() as session:
+        study = find_study(session, study_uid)
+        if study.state != StudyState.FAILED.value:
+            return f"{study_uid}: {study.state}, not failed; nothing to retry"
+        failed = and_(
+            Delivery.study_id == study.id,
+            Delivery.generation == study.generation,
+            Delivery.state == DeliveryState.FAILED.value,
+        )
+        count = session.scalar(select(func.count()).select_from(Delivery).where(failed)) or 0
+        if not count:
+            generation = requeue(session, study, "retry", {"action": "reinfer"})
+            return f"{study_uid}: failed -> queued as generation {generation} (re-infer)"
+        now = utcnow()
+        changed_rows(
+            session,
+            update(Delivery)
+            .where(failed)
+            .values(state=DeliveryState.PENDING.value, attempts=0, next_attempt_at=now),
+        )
+        resent = changed_rows(
+            session,
+            update(Study)
+            .where(
+                Study.id == study.id,
+                Study.generation == study.generation,
+                Study.state == StudyState.FAILED.value,
+            )
+            .values(state=StudyState.SENDING.value, reason=None, state_changed_at=now),
+        )
+        if resent != 1:
+            raise NodeError(f"study {study_uid} changed meanwhile; try again")
+        add_event(session, study.id, "retry", {"action": "resend", "deliveries": count})
+    return f"{study_uid}: failed -> sending ({count} failed deliveries re-sent)"
+
+
+def retry_failed(session_factory: SessionFactory) -> list[str]:
+    """:func:`retry` every failed study, oldest first."""
+    with session_factory() as session:
+        uids = list(
+            session.scalars(
+                select(Study.study_uid)
+                .where(Study.state == StudyState.FAILED.value)
+                .order_by(Study.state_changed_at)
+            )
+        )
+    return [retry(session_factory, uid) for uid in uids]

@@ -1,67 +1,25 @@
-"""Recording received instances: the one write the C-STORE handler makes."""
+"""Recording received instances: how a study enters the queue, and the one write the
+C-STORE handler makes.
+
+The first instance of a study creates it (``receiving``); a late instance of a finished
+study reopens it as a new generation, or is kept without changing it, as
+``completion.late_policy`` says.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from enum import Enum
-
-import structlog
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from node.db.engine import SessionFactory
+from node.db.engine import SessionFactory, changed_rows
 from node.db.models import Delivery, Instance, Study, StudyState, utcnow
-from node.db.queue import add_event
+from node.db.queue.studies import add_event
+from node.db.records import INSTANCE_COLUMNS, InstanceFacts, RecordOutcome
 
-__all__ = ["InstanceFacts", "RecordOutcome", "instances_of", "record_instance"]
-
-log = structlog.get_logger(__name__)
+__all__ = ["record_instance"]
 
 _OPEN = StudyState.RECEIVING.value
-
-
-@dataclass(frozen=True)
-class InstanceFacts:
-    """Header facts of one received instance (read without decoding pixel data)."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    calling_ae: str
-    path: str
-    size_bytes: int
-    accession_number: str | None = None
-    modality: str | None = None
-    laterality: str | None = None
-    view: str | None = None
-    body_part: str | None = None
-    presentation_intent: str | None = None
-    number_of_frames: int = 1
-
-
-#: InstanceFacts fields stored as columns of the same name on Instance.
-_COLUMNS = tuple(
-    f.name for f in fields(InstanceFacts) if f.name not in {"study_uid", "accession_number"}
-)
-
-
-class RecordOutcome(str, Enum):
-    """What recording an instance did to its study."""
-
-    NEW = "new"
-    """First time seen; the study is (still) receiving."""
-    DUPLICATE = "duplicate"
-    """Same SOP Instance UID seen before: acknowledged, not duplicated."""
-    REOPENED = "reopened"
-    """Late instance, ``late_policy: reprocess``: the study is receiving again, new generation."""
-    LATE_IGNORED = "late_ignored"
-    """Late instance, ``late_policy: ignore``: stored and recorded, the study is unchanged."""
-    OWN_RESULT = "own_result"
-    """One of the node's own result objects, sent back by the archive: stored and recorded,
-    the study is unchanged whatever ``late_policy`` says."""
 
 
 def record_instance(
@@ -92,11 +50,11 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
     )
     if existing is not None:
         existing.receive_count += 1
-        session.execute(
+        changed_rows(
+            session,
             update(Study)
             .where(Study.id == existing.study_id, Study.state == _OPEN)
-            .values(last_received_at=now)  # the sender is still busy with this study
-            .execution_options(synchronize_session=False)
+            .values(last_received_at=now),  # the sender is still busy with this study
         )
         return RecordOutcome.DUPLICATE
 
@@ -153,15 +111,15 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
     if facts.accession_number and not study.accession_number:
         values["accession_number"] = facts.accession_number
     # conditional on the state read above, so a concurrent completion is never overwritten
-    result = session.execute(
+    updated = changed_rows(
+        session,
         update(Study)
         .where(
             Study.id == study.id, Study.state == study.state, Study.generation == study.generation
         )
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        .values(**values),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if updated != 1:
         raise IntegrityError("study changed concurrently", None, Exception("retry"))
     session.add(
         Instance(
@@ -169,25 +127,7 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
             generation=generation,
             received_at=now,
             receive_count=1,
-            **{name: getattr(facts, name) for name in _COLUMNS},
+            **{name: getattr(facts, name) for name in INSTANCE_COLUMNS},
         )
     )
     return outcome
-
-
-def instances_of(session_factory: SessionFactory, study_id: int) -> list[InstanceFacts]:
-    """Every instance recorded for a study, in arrival order."""
-    with session_factory() as session:
-        rows = session.scalars(
-            select(Instance).where(Instance.study_id == study_id).order_by(Instance.id)
-        ).all()
-        study = session.get(Study, study_id)
-        accession = study.accession_number if study else None
-        return [
-            InstanceFacts(
-                study_uid=study.study_uid if study else "",
-                accession_number=accession,
-                **{name: getattr(row, name) for name in _COLUMNS},
-            )
-            for row in rows
-        ]

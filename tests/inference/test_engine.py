@@ -12,13 +12,8 @@ import torch
 
 from node.config import InferenceSettings
 from node.errors import InferenceError, ModelError
-from node.pipeline.infer import (
-    ImageInput,
-    ImageResult,
-    InferenceEngine,
-    StudyInferenceError,
-    StudyInput,
-)
+from node.inference.engine import ImageInput, InferenceEngine, StudyInferenceError, StudyInput
+from node.results import ImageResult
 from tests.helpers.images import breast_phantom, mg_dataset, write_dataset
 from tests.helpers.models import symmetric_state, write_random_model_folder
 from training.synthetic import SynthOptions, write_studies

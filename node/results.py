@@ -1,0 +1,216 @@
+"""What the model decided about a study, as plain data: the result types every later stage
+reads (result objects, the worker, the status page).
+
+A :class:`StudyResult` holds its :class:`BreastResult` s and :class:`ImageResult` s;
+an image holds its Grad-CAM :class:`Region` s, in original image pixel coordinates.
+Scores are calibrated malignancy probabilities in ``[0, 1]``. Nothing here needs the
+model runtime: building a report from a result imports NumPy, never torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from node.imaging.geometry import Geometry
+
+__all__ = [
+    "BreastResult",
+    "ImageResult",
+    "Point",
+    "Region",
+    "StageTimings",
+    "StudyResult",
+]
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A marked region in original image pixel coordinates.
+
+    Attributes:
+        polygon: closed outline ``((x, y), ...)``, first point repeated last,
+            DICOM SCOORD convention (``(0, 0)`` = top-left corner of the image).
+        peak: highest map value inside the region, in ``[0, 1]``.
+        peak_point: ``(x, y)`` of that maximum (the centre of the pixels within
+            1 % of it, since up-sampled maps have flat tops).
+        area: polygon area in original pixels.
+    """
+
+    polygon: tuple[Point, ...]
+    peak: float
+    peak_point: Point
+    area: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {
+            "polygon": [list(p) for p in self.polygon],
+            "peak": self.peak,
+            "peak_point": list(self.peak_point),
+            "area": self.area,
+        }
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Seconds spent per stage. Batched work is shared equally among its images."""
+
+    preprocess_s: float = 0.0
+    """Reading, decoding and preprocessing."""
+    inference_s: float = 0.0
+    """Forward passes of every member and TTA view."""
+    cam_s: float = 0.0
+    """Grad-CAM backward pass, map combination and region tracing."""
+
+    def __add__(self, other: StageTimings) -> StageTimings:
+        return StageTimings(
+            self.preprocess_s + other.preprocess_s,
+            self.inference_s + other.inference_s,
+            self.cam_s + other.cam_s,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "preprocess_s": round(self.preprocess_s, 6),
+            "inference_s": round(self.inference_s, 6),
+            "cam_s": round(self.cam_s, 6),
+        }
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The result for one image.
+
+    Attributes:
+        probability: ensemble malignancy probability in ``[0, 1]``.
+        class_probabilities: ensemble probability per card label (sums to 1).
+        predicted_class: the label with the highest ensemble probability.
+        member_probabilities: each member's calibrated malignancy probability
+            (mean over TTA views).
+        uncertainty: weighted standard deviation of ``member_probabilities``.
+        regions: Grad-CAM regions, original pixel coordinates, highest peak first.
+        heatmap: Grad-CAM map over the model input, ``float32`` ``(H, W)`` in
+            ``[0, 1]``, or ``None`` when CAM is off; :meth:`heatmap_original`
+            resamples it onto the original image.
+        display: the whole image as a viewer shows it, scaled down (see
+            :meth:`InferenceEngine.load`'s ``display_size``), or ``None``;
+            :meth:`heatmap_display` resamples the heat map onto it.
+        geometry: how the model input was made from the original image.
+    """
+
+    sop_instance_uid: str
+    modality: str
+    laterality: str
+    laterality_source: str
+    view: str
+    probability: float
+    class_probabilities: dict[str, float]
+    predicted_class: str
+    member_probabilities: dict[str, float]
+    uncertainty: float
+    regions: tuple[Region, ...]
+    geometry: Geometry
+    timings: StageTimings
+    heatmap: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    display: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    def heatmap_display(self) -> npt.NDArray[np.float32] | None:
+        """The heat map on :attr:`display`'s pixel grid, or ``None``."""
+        if self.heatmap is None or self.display is None:
+            return None
+        rows, cols = self.display.shape
+        return self.geometry.map_to_grid(self.heatmap, (rows, cols))
+
+    def heatmap_original(self) -> npt.NDArray[np.float32] | None:
+        """The heat map on the original image's pixel grid (``(rows, columns)``), or ``None``."""
+        return None if self.heatmap is None else self.geometry.map_to_original(self.heatmap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data; the heat map itself is not included (only its shape)."""
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "modality": self.modality,
+            "laterality": self.laterality,
+            "laterality_source": self.laterality_source,
+            "view": self.view,
+            "probability": self.probability,
+            "class_probabilities": dict(self.class_probabilities),
+            "predicted_class": self.predicted_class,
+            "member_probabilities": dict(self.member_probabilities),
+            "uncertainty": self.uncertainty,
+            "regions": [r.to_dict() for r in self.regions],
+            "heatmap_shape": None if self.heatmap is None else list(self.heatmap.shape),
+            "geometry": self.geometry.to_dict(),
+            "timings": self.timings.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class BreastResult:
+    """One breast (laterality ``L``, ``R``, or ``U`` for unknown) of a study.
+
+    ``assessment_category``: the card's category band that holds ``score``.
+    """
+
+    laterality: str
+    score: float
+    positive: bool
+    sop_instance_uids: tuple[str, ...]
+    assessment_category: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "laterality": self.laterality,
+            "score": self.score,
+            "positive": self.positive,
+            "assessment_category": self.assessment_category,
+            "sop_instance_uids": list(self.sop_instance_uids),
+        }
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """The result for one study.
+
+    Attributes:
+        score: study malignancy probability (max over breasts).
+        positive: ``score >= threshold`` of the operating point.
+        assessment_category: the card's category band that holds ``score``.
+    """
+
+    study_uid: str
+    images: tuple[ImageResult, ...]
+    breasts: tuple[BreastResult, ...]
+    score: float
+    positive: bool
+    operating_point: str
+    threshold: float
+    assessment_category: str
+    model_name: str
+    model_version: str
+    tta: str
+    breast_aggregation: str
+    timings: StageTimings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (heat maps excluded)."""
+        return {
+            "study_uid": self.study_uid,
+            "score": self.score,
+            "positive": self.positive,
+            "operating_point": self.operating_point,
+            "threshold": self.threshold,
+            "assessment_category": self.assessment_category,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "tta": self.tta,
+            "breast_aggregation": self.breast_aggregation,
+            "breasts": [b.to_dict() for b in self.breasts],
+            "images": [i.to_dict() for i in self.images],
+            "timings": self.timings.to_dict(),
+        }
