@@ -10,8 +10,8 @@ CONFIG ?= config/node.yaml
 PYTEST_ARGS ?=
 
 # Debian packages the tests drive as real peers and validators.
-DEBIAN_TEST_PACKAGES := dcmtk dicom3tools orthanc libpixelmed-java default-jre-headless chromium \
-	postgresql
+DEBIAN_TEST_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb libpixelmed-java \
+	default-jre-headless chromium postgresql
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
 .PHONY: run test system-deps venv lint typecheck clean help
@@ -48,6 +48,7 @@ system-deps:
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing=1; \
 	done; \
 	[ -f /usr/share/java/pixelmed.jar ] || missing=1; \
+	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing=1; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(DEBIAN_TEST_PACKAGES)"; \

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
+    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -52,6 +53,8 @@ __all__ = [
     "CompletionSettings",
     "Destination",
     "DicomDestination",
+    "DicomwebAuth",
+    "DicomwebDestination",
     "EligibilityRule",
     "EligibilitySettings",
     "FolderDestination",
@@ -400,17 +403,61 @@ class FolderDestination(_DestinationBase):
     folder: ConfigPath
 
 
+class DicomwebAuth(_Section):
+    """How the node authenticates to a DICOMweb server: HTTP Basic or a bearer token."""
+
+    username: str | None = Field(default=None, min_length=1)
+    password: str | None = None
+    """With ``username``: HTTP Basic. Masked in logs and ``check-config``."""
+    token: str | None = Field(default=None, min_length=1)
+    """``Authorization: Bearer <token>``. Masked in logs and ``check-config``."""
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> DicomwebAuth:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.token is not None and self.username is not None:
+            raise ValueError("give either username and password or token, not both")
+        if self.token is None and self.username is None:
+            raise ValueError("give username and password, or token")
+        return self
+
+
+class DicomwebDestination(_DestinationBase):
+    """A DICOMweb server that receives our results with STOW-RS (PS3.18 10.5): Orthanc's
+    DICOMweb plugin, dcm4chee, cloud DICOM stores."""
+
+    dicomweb: AnyHttpUrl
+    """The service root, e.g. ``http://pacs:8042/dicom-web``; results are POSTed to
+    ``<root>/studies``."""
+    auth: DicomwebAuth | None = None
+    """``null``: no authentication."""
+    ca_certificates: ConfigPath | None = None
+    """PEM bundle of the CAs that may sign an ``https`` server's certificate; ``null``:
+    the system's trust store. The certificate is always checked."""
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Time limit for connecting and for each read of one STOW-RS request."""
+
+
 def _destination_kind(value: Any) -> str:
     if isinstance(value, Mapping):
-        return "folder" if "folder" in value else "dicom"
-    return "folder" if isinstance(value, FolderDestination) else "dicom"
+        for key in ("folder", "dicomweb"):
+            if key in value:
+                return key
+        return "dicom"
+    if isinstance(value, FolderDestination):
+        return "folder"
+    return "dicomweb" if isinstance(value, DicomwebDestination) else "dicom"
 
 
 Destination = Annotated[
-    Annotated[DicomDestination, Tag("dicom")] | Annotated[FolderDestination, Tag("folder")],
+    Annotated[DicomDestination, Tag("dicom")]
+    | Annotated[FolderDestination, Tag("folder")]
+    | Annotated[DicomwebDestination, Tag("dicomweb")],
     Discriminator(_destination_kind),
 ]
-"""A result destination: DICOM (``ae_title``/``host``/``port``) or ``folder``."""
+"""A result destination: DICOM (``ae_title``/``host``/``port``), ``folder`` or
+``dicomweb`` (STOW-RS)."""
 
 
 class InferenceSettings(_Section):
@@ -639,7 +686,7 @@ def _config_error(
     error = exc.errors()[0]
     loc = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
     # pydantic adds the tagged union member's class name to the location; drop it
-    loc = [p for p in loc if p not in {"dicom", "folder"} or p == loc[-1]]
+    loc = [p for p in loc if p not in {"dicom", "folder", "dicomweb"} or p == loc[-1]]
     key = ".".join(loc) if loc else None
     message = str(error["msg"])
     if message.startswith("Value error, "):

@@ -3,8 +3,9 @@
 One :meth:`Sender.step` claims up to ``sending.batch_studies`` studies in ``sending``
 that have a delivery due, and works through their due deliveries destination by
 destination: one association per DICOM destination (C-STORE of exactly the SOP
-classes needed, in Explicit VR Little Endian), or atomic file writes for a folder
-destination (``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``). Every
+classes needed, in Explicit VR Little Endian), one STOW-RS request per DICOMweb
+destination (:mod:`node.dicom.dicomweb`), or atomic file writes for a folder destination
+(``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``). Every
 attempt is recorded on its delivery row. A failed attempt is retried after
 ``backoff_initial_seconds * 2**(attempts - 1)`` seconds (at most
 ``backoff_max_seconds``), up to ``sending.max_attempts`` attempts.
@@ -20,7 +21,7 @@ lost in a crash is sent again with the same SOP Instance UID and file name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +30,13 @@ from pathlib import Path
 import structlog
 from pydicom.dataset import Dataset
 
-from node.config import DicomDestination, FolderDestination, SendingSettings, Settings
+from node.config import (
+    DicomDestination,
+    DicomwebDestination,
+    FolderDestination,
+    SendingSettings,
+    Settings,
+)
 from node.db import (
     AttemptOutcome,
     DeliveryRef,
@@ -42,6 +49,7 @@ from node.db import (
     record_attempts,
     utcnow,
 )
+from node.dicom.dicomweb import store_over_dicomweb
 from node.dicom.scu import Peer, StoreOutcome, store_datasets
 from node.errors import SendError
 from node.imaging.dataset import read_dataset
@@ -124,6 +132,9 @@ class Sender:
             results = [StoreOutcome(None, error) for _ in items]
         elif isinstance(destination, FolderDestination):
             results = [self._to_folder(destination, item) for item in items]
+        elif isinstance(destination, DicomwebDestination):
+            web = destination
+            results = self._to_network(name, items, lambda ds: store_over_dicomweb(web, ds))
         else:
             results = self._to_dicom(destination, items)
         now = utcnow()
@@ -173,6 +184,16 @@ class Sender:
             max_pdu=sending.max_pdu,
             tls=destination.tls,
         )
+        return self._to_network(destination.name, items, lambda ds: store_datasets(peer, ds))
+
+    def _to_network(
+        self,
+        name: str,
+        items: Sequence[_Item],
+        store: Callable[[Sequence[Dataset]], list[StoreOutcome]],
+    ) -> list[StoreOutcome]:
+        """Read each item's file and ``store`` them together (C-STORE or STOW-RS); one
+        outcome per item, in order. A file that cannot be read fails alone."""
         results: list[StoreOutcome | None] = []
         datasets: list[Dataset] = []
         for item in items:
@@ -185,11 +206,11 @@ class Sender:
         sent: list[StoreOutcome] = []
         if datasets:
             try:
-                sent = store_datasets(peer, datasets)
+                sent = store(datasets)
             except SendError as exc:
                 sent = [StoreOutcome(None, str(exc))] * len(datasets)
             except Exception as exc:  # the network stack can fail in many ways
-                log.exception("delivery.crashed", destination=destination.name)
+                log.exception("delivery.crashed", destination=name)
                 sent = [StoreOutcome(None, f"{type(exc).__name__}: {exc}")] * len(datasets)
         answers = iter(sent)
         return [result if result is not None else next(answers) for result in results]
