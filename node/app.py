@@ -27,6 +27,7 @@ from node.dicom.scp import StorageSCP
 from node.errors import ModelError
 from node.http import MonitoringServer, NodeView
 from node.inference.engine import InferenceEngine
+from node.outputs.pictures import IMAGE_SIZE
 from node.pipeline.delivery import Sender
 from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
@@ -78,7 +79,8 @@ class NodeService:
             self.engine = InferenceEngine.load(
                 settings.model,
                 settings.inference,
-                display_size=outputs.sc_size if "sc" in outputs.objects else None,
+                # the display copy draws the SCs and the study page's pictures
+                display_size=outputs.sc_size if "sc" in outputs.objects else IMAGE_SIZE,
             )
         elif not node_role:
             raise ModelError(

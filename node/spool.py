@@ -5,6 +5,7 @@ Layout under ``storage.spool``::
     tmp/                                  files being written (emptied at start-up)
     studies/<StudyInstanceUID>/<SOPInstanceUID>.dcm
     results/<StudyInstanceUID>/<generation>/<kind>-<SOPInstanceUID>.dcm
+    pictures/<StudyInstanceUID>/<generation>/<SOPInstanceUID>[-thumb|-heatmap].png
 
 A file is written to ``tmp/``, fsynced, renamed into ``studies/`` and the folder is
 fsynced, so a path under ``studies/`` always holds a complete file and survives a crash
@@ -113,6 +114,10 @@ class Spool:
     def result_path(self, study_uid: str, generation: int, filename: str) -> str:
         """Where a result object of a study generation lives, relative to the spool root."""
         return f"results/{uid_component(study_uid)}/{generation}/{filename}"
+
+    def picture_path(self, study_uid: str, generation: int, name: str) -> str:
+        """Where a study page picture of a study generation lives, relative to the root."""
+        return f"pictures/{uid_component(study_uid)}/{generation}/{name}"
 
     def path(self, relative: str) -> Path:
         """The absolute path of a spool-relative path."""

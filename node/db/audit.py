@@ -21,6 +21,7 @@ from node.db.records import AttemptOutcome
 __all__ = [
     "Received",
     "StoreAnswer",
+    "add_action",
     "add_sent",
     "count_audit_before",
     "delete_audit_before",
@@ -142,6 +143,22 @@ def add_sent(session: Session, outcomes: Sequence[AttemptOutcome]) -> None:
                 detail=json.dumps({"objects": items}),
             )
         )
+
+
+def add_action(session: Session, *, action: str, study_uid: str, actor: str, result: str) -> None:
+    """Append an ``action`` row (``retry``, ``reprocess``) inside the caller's transaction:
+    who asked (``actor``: ``cli`` or ``http <address>``) and what was done."""
+    session.add(
+        AuditEvent(
+            at=utcnow(),
+            kind=action[:16],
+            study_uid=study_uid,
+            peer=actor[:128],
+            instances=0,
+            status="ok",
+            detail=json.dumps({"result": result}),
+        )
+    )
 
 
 def count_audit_before(session: Session, cutoff: datetime) -> int:

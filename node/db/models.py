@@ -261,8 +261,10 @@ class AuditEvent(Base):
     ``kind`` ``received``: one row per association and study (``ae_title`` the calling
     AE, ``peer`` its address); ``sent``: one row per delivery pass, study and
     destination (``peer`` the destination's name, ``detail`` the SOP Instance UIDs and
-    their status). Rows are never updated; ``breast-node purge`` deletes those older than
-    the retention period. Never holds patient names or IDs.
+    their status); ``retry`` and ``reprocess``: an admin action (``peer`` who asked:
+    ``cli`` or ``http <address>``, ``detail`` what was done). Rows are never updated;
+    ``breast-node purge`` deletes those older than the retention period. Never holds
+    patient names or IDs.
     """
 
     __tablename__ = "audit_events"

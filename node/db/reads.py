@@ -130,7 +130,9 @@ def _delivery_counts(session: Session, generations: Mapping[int, int]) -> dict[i
 
 
 def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str, Any]]:
-    """Every result row of a study as plain data, oldest generation first."""
+    """Every result row of a study as plain data, oldest generation first. ``detail`` is
+    what the worker stored: for a result, the whole :class:`node.results.StudyResult`
+    (per image: label probabilities, disagreement, regions, timings; heat maps left out)."""
     with session_factory() as session:
         rows = session.scalars(
             select(Result).where(Result.study_id == study_id).order_by(Result.generation)
@@ -148,6 +150,7 @@ def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str,
                 "image_scores": json.loads(row.image_scores),
                 "timings": json.loads(row.timings),
                 "created_at": row.created_at.isoformat(),
+                "detail": json.loads(row.detail),
             }
             for row in rows
         ]

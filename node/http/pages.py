@@ -2,7 +2,7 @@
 
 Plain HTML with inline CSS, no scripts; refreshes itself every 15 seconds. Studies are
 shown by accession number and Study Instance UID only, never by patient, and every
-value is HTML-escaped.
+value is HTML-escaped. Each study links to its page (:mod:`node.http.study`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from node import __version__
 from node.db.reads import StudyRow, count_by_state, list_studies
 from node.http.health import check_health
+from node.http.study import study_path
 from node.http.view import NodeView
 
 __all__ = ["render_status_page"]
@@ -57,7 +58,8 @@ def _study_row(row: StudyRow) -> str:
     reason = f"<br><small>{_text(row.reason)}</small>" if row.reason else ""
     cells = [
         f"<td>{_text(row.accession_number)}</td>",
-        f'<td class="uid">{_text(row.study_uid)}</td>',
+        f'<td class="uid"><a href="{escape(study_path(row.study_uid))}">'
+        f"{_text(row.study_uid)}</a></td>",
         f'<td class="state-{state}">{state}{reason}</td>',
         f'<td class="num">{row.generation}</td>',
         f'<td class="num">{row.instances}</td>',

@@ -4,8 +4,8 @@ A study is purged when it is ``done``, ``failed`` or ``skipped`` and has not cha
 the retention period. Its rows (deliveries, results, instances, events, study) are
 deleted in one transaction that re-checks that condition
 (:func:`node.db.queue.delete_study_rows`), then the files those rows named (received
-instances, result objects) and the emptied folders. Audit rows older than the period are
-deleted here and nowhere else.
+instances, result objects), the study page's pictures and the emptied folders. Audit
+rows older than the period are deleted here and nowhere else.
 """
 
 from __future__ import annotations
@@ -61,9 +61,16 @@ def purge(
                 continue
             report.files += 1
             report.bytes += size
+        pictures = spool.root / "pictures" / uid_component(study_uid)
+        for path in sorted(pictures.rglob("*.png")):
+            with contextlib.suppress(FileNotFoundError):
+                report.bytes += path.stat().st_size
+                report.files += 1
+                if not dry_run:
+                    path.unlink()
         if not dry_run:
-            _remove_empty(spool.root / "studies" / uid_component(study_uid))
-            _remove_empty(spool.root / "results" / uid_component(study_uid))
+            for kind in ("studies", "results", "pictures"):
+                _remove_empty(spool.root / kind / uid_component(study_uid))
     with session_factory.begin() as session:
         count = count_audit_before if dry_run else delete_audit_before
         report.audit_events = count(session, cutoff)

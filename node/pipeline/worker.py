@@ -60,6 +60,7 @@ from node.inference.engine import (
     StudyInput,
 )
 from node.outputs import ResultObject, build_failure_outputs, build_outputs
+from node.outputs.pictures import study_pictures
 from node.pipeline.eligibility import matches
 from node.pipeline.lease import keep_leases
 from node.results import StudyResult
@@ -323,6 +324,7 @@ class InferenceWorker:
                 intended_use=self.engine.card.intended_use,
             )
             deliveries = self._write(study, objects)
+            self._write_pictures(study, result, objects)
         except NodeError as exc:
             bound.warning("outputs.failed", reason=str(exc))
             self._fail(study, item.images, f"result objects could not be built: {exc}")
@@ -424,6 +426,19 @@ class InferenceWorker:
         except OutputError as exc:
             log.warning("worker.unreadable_source", reason=str(exc))
             return None
+
+    def _write_pictures(
+        self, study: StudyRef, result: StudyResult, objects: Sequence[ResultObject]
+    ) -> None:
+        """The study page's pictures, made now from the display copies and the SCs just
+        built (a failure here costs the page its pictures, never the study its result)."""
+        try:
+            captures = [obj.dataset for obj in objects if obj.kind == "sc"]
+            for picture in study_pictures(result, captures):
+                relative = self.spool.picture_path(study.study_uid, study.generation, picture.name)
+                self.spool.write(relative, [picture.png])
+        except Exception:
+            log.exception("worker.pictures_failed", study_uid=study.study_uid)
 
     def _write(self, study: StudyRef, objects: Sequence[ResultObject]) -> list[NewDelivery]:
         """Write every object to the spool durably; one delivery per destination that wants it."""

@@ -233,6 +233,13 @@ def test_retry_reprocess_purge(site: Site, capsys: pytest.CaptureFixture[str]) -
         known = show_study(sf, site.study_uid)
         assert [r["generation"] for r in known["results"]] == [1, 2]
         assert known["study"]["generation"] == 2
+        actions = [a for a in known["audit"] if a["kind"] in ("retry", "reprocess")]
+        assert [(a["kind"], a["peer"]) for a in reversed(actions)] == [
+            ("retry", "cli"),
+            ("retry", "cli"),
+            ("reprocess", "cli"),
+        ]
+        assert "queued as generation 2" in actions[0]["detail"]["result"]
     finally:
         pacs.stop()
 

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session
 
-from node.db.audit import add_sent
+from node.db.audit import add_action, add_sent
 from node.db.engine import SessionFactory, changed_rows
 from node.db.models import (
     Delivery,
@@ -277,50 +278,57 @@ def _failed_reasons(failed: Sequence[Delivery]) -> list[str]:
     return reasons
 
 
-def retry(session_factory: SessionFactory, study_uid: str) -> str:
+def retry(session_factory: SessionFactory, study_uid: str, *, actor: str = "cli") -> str:
     """Retry a failed study; returns what was done.
 
     When the failure was a delivery, its failed deliveries go back to pending with fresh
     attempts and the study to ``sending`` (the results are not rebuilt); otherwise (the
     inference or its result objects failed) the study is re-inferred as a new generation.
+    The request is an audit row (``actor``: who asked).
     """
     with session_factory.begin() as session:
-        study = find_study(session, study_uid)
-        if study.state != StudyState.FAILED.value:
-            return f"{study_uid}: {study.state}, not failed; nothing to retry"
-        failed = and_(
-            Delivery.study_id == study.id,
-            Delivery.generation == study.generation,
-            Delivery.state == DeliveryState.FAILED.value,
+        done = _retry(session, find_study(session, study_uid))
+        add_action(session, action="retry", study_uid=study_uid, actor=actor, result=done)
+    return done
+
+
+def _retry(session: Session, study: Study) -> str:
+    study_uid = study.study_uid
+    if study.state != StudyState.FAILED.value:
+        return f"{study_uid}: {study.state}, not failed; nothing to retry"
+    failed = and_(
+        Delivery.study_id == study.id,
+        Delivery.generation == study.generation,
+        Delivery.state == DeliveryState.FAILED.value,
+    )
+    count = session.scalar(select(func.count()).select_from(Delivery).where(failed)) or 0
+    if not count:
+        generation = requeue(session, study, "retry", {"action": "reinfer"})
+        return f"{study_uid}: failed -> queued as generation {generation} (re-infer)"
+    now = utcnow()
+    changed_rows(
+        session,
+        update(Delivery)
+        .where(failed)
+        .values(state=DeliveryState.PENDING.value, attempts=0, next_attempt_at=now),
+    )
+    resent = changed_rows(
+        session,
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.generation == study.generation,
+            Study.state == StudyState.FAILED.value,
         )
-        count = session.scalar(select(func.count()).select_from(Delivery).where(failed)) or 0
-        if not count:
-            generation = requeue(session, study, "retry", {"action": "reinfer"})
-            return f"{study_uid}: failed -> queued as generation {generation} (re-infer)"
-        now = utcnow()
-        changed_rows(
-            session,
-            update(Delivery)
-            .where(failed)
-            .values(state=DeliveryState.PENDING.value, attempts=0, next_attempt_at=now),
-        )
-        resent = changed_rows(
-            session,
-            update(Study)
-            .where(
-                Study.id == study.id,
-                Study.generation == study.generation,
-                Study.state == StudyState.FAILED.value,
-            )
-            .values(state=StudyState.SENDING.value, reason=None, state_changed_at=now),
-        )
-        if resent != 1:
-            raise NodeError(f"study {study_uid} changed meanwhile; try again")
-        add_event(session, study.id, "retry", {"action": "resend", "deliveries": count})
+        .values(state=StudyState.SENDING.value, reason=None, state_changed_at=now),
+    )
+    if resent != 1:
+        raise NodeError(f"study {study_uid} changed meanwhile; try again")
+    add_event(session, study.id, "retry", {"action": "resend", "deliveries": count})
     return f"{study_uid}: failed -> sending ({count} failed deliveries re-sent)"
 
 
-def retry_failed(session_factory: SessionFactory) -> list[str]:
+def retry_failed(session_factory: SessionFactory, *, actor: str = "cli") -> list[str]:
     """:func:`retry` every failed study, oldest first."""
     with session_factory() as session:
         uids = list(
@@ -330,4 +338,4 @@ def retry_failed(session_factory: SessionFactory) -> list[str]:
                 .order_by(Study.state_changed_at)
             )
         )
-    return [retry(session_factory, uid) for uid in uids]
+    return [retry(session_factory, uid, actor=actor) for uid in uids]

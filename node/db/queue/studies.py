@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from node.db.audit import add_action
 from node.db.engine import SessionFactory, changed_rows
 from node.db.models import Study, StudyEvent, StudyState, utcnow
 from node.db.records import StudyRef
@@ -265,16 +266,21 @@ def requeue(session: Session, study: Study, event: str, detail: dict[str, Any]) 
     return generation
 
 
-def reprocess(session_factory: SessionFactory, study_uid: str) -> str:
+def reprocess(session_factory: SessionFactory, study_uid: str, *, actor: str = "cli") -> str:
     """Queue a study for inference again as a new generation; returns what was done.
 
     The new generation's results supersede the earlier ones: pending deliveries of an
-    earlier generation are never sent.
+    earlier generation are never sent. The request is an audit row (``actor``: who asked).
     """
     with session_factory.begin() as session:
         study = find_study(session, study_uid)
         if study.state == StudyState.RECEIVING.value:
-            return f"{study_uid}: still receiving; it is processed once complete"
-        previous = study.state
-        generation = requeue(session, study, "reprocess", {"from": previous})
-    return f"{study_uid}: {previous} -> queued as generation {generation} (results supersede)"
+            done = f"{study_uid}: still receiving; it is processed once complete"
+        else:
+            previous = study.state
+            generation = requeue(session, study, "reprocess", {"from": previous})
+            done = (
+                f"{study_uid}: {previous} -> queued as generation {generation} (results supersede)"
+            )
+        add_action(session, action="reprocess", study_uid=study_uid, actor=actor, result=done)
+    return done
