@@ -18,6 +18,7 @@ SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo
 
 help:
 	@echo "make run    set up and start the node (config: $(CONFIG))"
+	@echo "make send-demo  send a few synthetic studies to the running node"
 	@echo "make test   set up and run the test suite"
 	@echo "make demo   a local Orthanc and the node with synthetic studies (make demo-stop)"
 
@@ -40,7 +41,17 @@ $(CONFIG):
 	@echo "created $@ from config/node.example.yaml"
 
 run: $(VENV)/.installed-run $(CONFIG)
+	@echo "starting the node; in another terminal, 'make send-demo' sends it synthetic studies"
 	$(BIN)/breast-node serve --config $(CONFIG)
+
+# A few synthetic studies (a positive and negatives, MG) sent to the node that `make run`
+# started, as a PACS would send them; then see them on the status page.
+SEND_STUDIES ?= 3
+.PHONY: send-demo
+send-demo: $(VENV)/.installed-run $(CONFIG)
+	$(BIN)/breast-train synth --out var/send-demo --studies $(SEND_STUDIES) --seed 2024
+	$(BIN)/breast-node send --config $(CONFIG) var/send-demo
+	@echo "sent; the studies appear on the status page (node.started's status_page, by default http://127.0.0.1:8112/) once inferred"
 
 system-deps:
 	@missing=""; \

@@ -171,6 +171,7 @@ class NodeService:
                 ae_title=settings.node.ae_title,
                 host=settings.node.host,
                 port=self.scp.port,
+                status_page=self.status_page_url(),
             )
         else:
             log.info("worker.started", worker=worker_id)
@@ -208,6 +209,15 @@ class NodeService:
             )
             return
         self.http = server
+
+    def status_page_url(self) -> str | None:
+        """Where the status page is, or ``None`` when the monitoring endpoint is not up."""
+        if self.http is None:
+            return None
+        host = self.settings.http.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        return f"http://{shown}:{self.http.port}/"
 
     def _model_name(self) -> str | None:
         if self.engine is None:
@@ -282,8 +292,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve_forever(service: NodeService, stop: threading.Event | None = None) -> None:
-    """Start ``service`` and block until SIGINT/SIGTERM (or ``stop`` is set), then stop it."""
+def serve_forever(
+    service: NodeService,
+    stop: threading.Event | None = None,
+    on_started: Callable[[NodeService], None] | None = None,
+) -> None:
+    """Start ``service`` and block until SIGINT/SIGTERM (or ``stop`` is set), then stop it.
+
+    ``on_started`` is called once the service is up (the CLI says where it listens)."""
     stop_event = stop if stop is not None else threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -293,6 +309,8 @@ def serve_forever(service: NodeService, stop: threading.Event | None = None) -> 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         service.start()
+        if on_started is not None:
+            on_started(service)
         while not stop_event.wait(timeout=1.0):
             pass
     finally:

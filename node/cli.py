@@ -22,6 +22,7 @@ from node.config import Settings, load_settings
 from node.errors import NodeError
 
 if TYPE_CHECKING:
+    from node.app import NodeService
     from node.db import SessionFactory
     from node.dicom.scu import Peer
 
@@ -64,8 +65,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # The listener receives data sets into temporary files: keep them in the spool's tmp/
     # folder (same file system for the final rename; emptied at every start).
     tempfile.tempdir = str(settings.storage.spool / "tmp")
-    serve_forever(NodeService(settings))
+    serve_forever(NodeService(settings), on_started=_say_where)
     return 0
+
+
+def _say_where(service: NodeService) -> None:
+    """On a terminal, one plain line: where DICOM goes and where the status page is."""
+    if not sys.stdout.isatty() or service.scp is None:
+        return
+    node = service.settings.node
+    page = service.status_page_url() or "off (http.enabled: false)"
+    print(
+        f"Breast AI Node is up: DICOM {node.ae_title} on port {service.scp.port}; "
+        f"status page {page}",
+        flush=True,
+    )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -171,8 +185,10 @@ def _cmd_studies(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from node.db.reads import show_study
+    from node.summary import study_summary
 
-    print(json.dumps(show_study(_database(_settings(args)), args.study_uid), indent=2))
+    known = show_study(_database(_settings(args)), args.study_uid)
+    print(json.dumps(known, indent=2) if args.json else study_summary(known))
     return 0
 
 
@@ -263,16 +279,11 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 def _cmd_send(args: argparse.Namespace) -> int:
     from node.dicom.scu import expand_paths, send_files
+    from node.progress import SendProgress
 
     peer = _peer(args, _settings(args))
     files = expand_paths(args.paths)
-    show = len(files) > 1 and not args.quiet
-
-    def progress(done: int, total: int) -> None:
-        if show:
-            end = "\n" if done == total else ""
-            print(f"\rsent {done}/{total}", end=end, file=sys.stderr, flush=True)
-
+    progress = SendProgress(sys.stderr) if len(files) > 1 and not args.quiet else None
     report = send_files(peer, files, progress=progress)
     for path, reason in report.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)
@@ -317,6 +328,8 @@ def _add_admin_options(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--study", metavar="STUDY_UID", help="only this study")
     elif name in ("show", "reprocess"):
         parser.add_argument("study_uid", metavar="STUDY_UID", help="Study Instance UID")
+    if name == "show":
+        parser.add_argument("--json", action="store_true", help="everything known, as JSON")
     elif name == "retry":
         parser.add_argument("study_uid", nargs="?", metavar="STUDY_UID", help="Study Instance UID")
         parser.add_argument("--failed", action="store_true", help="retry every failed study")
@@ -346,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("echo", "C-ECHO a DICOM peer (this node by default)", _cmd_echo),
         ("send", "C-STORE files or folders to a DICOM peer", _cmd_send),
         ("studies", "list studies with state, score and timings", _cmd_studies),
-        ("show", "everything known about one study (JSON)", _cmd_show),
+        ("show", "one study: scores, labels, regions, deliveries (--json: all)", _cmd_show),
         ("retry", "retry a failed study: re-send, else re-infer", _cmd_retry),
         ("reprocess", "infer a study again; new results supersede", _cmd_reprocess),
         ("purge", "delete finished studies past retention.days", _cmd_purge),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydicom import dcmread
@@ -83,6 +83,16 @@ class StoreOutcome:
     def ok(self) -> bool:
         """True for a Success or Warning status."""
         return self.status is not None and status.is_success(self.status)
+
+
+class SendObserver(Protocol):
+    """Told what :func:`send_files` does, e.g. to show progress."""
+
+    def start(self, files: Sequence[Path]) -> None:
+        """The DICOM files about to be sent (the others are skipped)."""
+
+    def sent(self, path: Path, *, failed: bool) -> None:
+        """``path`` was sent (``failed``: the peer refused it, or no answer came)."""
 
 
 @dataclass
@@ -224,9 +234,11 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
 def send_files(
     peer: Peer,
     files: Sequence[Path],
-    progress: Callable[[int, int], None] | None = None,
+    progress: SendObserver | None = None,
 ) -> SendReport:
     """C-STORE ``files`` to ``peer`` as they are on disk (no transcoding).
+
+    ``progress`` hears of the DICOM files about to be sent, then of each one sent.
 
     Files that are not DICOM are listed in the report's ``skipped``; instances the peer
     refuses (non-success status) in ``failed``. Raises :class:`SendError` when no association can
@@ -240,7 +252,8 @@ def send_files(
             headers.append((path, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
         except (InvalidDicomError, AttributeError, OSError):
             report.skipped.append(path)
-    done = len(report.skipped)
+    if progress is not None:
+        progress.start([path for path, _, _ in headers])
     for batch in _batches(headers):
         ae = _ae(peer)
         add_scu_contexts(ae, {(sop_class, syntax) for _, sop_class, syntax in batch})
@@ -255,9 +268,8 @@ def send_files(
                     report.bytes += os.path.getsize(path)
                 else:
                     report.failed.append((path, reason))
-                done += 1
                 if progress is not None:
-                    progress(done, len(files))
+                    progress.sent(path, failed=reason is not None)
                 if not assoc.is_established:
                     raise SendError(f"association with {peer.ae_title} was aborted")
         finally:

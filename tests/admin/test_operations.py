@@ -186,12 +186,22 @@ def test_cli_listings_and_audit(site: Site, capsys: pytest.CaptureFixture[str]) 
     rows = json.loads(cli(capsys, "studies", "--config", config, "--since", "1h", "--json"))
     assert [row["study_uid"] for row in rows] == [site.study_uid]
     assert rows[0]["score"] is not None and rows[0]["inference_seconds"] is not None
-    shown = cli(capsys, "show", site.study_uid, "--config", config)
+    shown = cli(capsys, "show", site.study_uid, "--config", config, "--json")
     known = json.loads(shown)
     assert known["instances"]["count"] == 4
     assert {d["destination"] for d in known["deliveries"]} == {"drop", "pacs"}
     assert any(event["kind"] == "result" for event in known["events"])
-    for text in (table, shown):
+    summary = cli(capsys, "show", site.study_uid, "--config", config)
+    result = known["results"][-1]["detail"]
+    assert f"accession {site.accession}" in summary and "reason: delivery to pacs failed" in summary
+    for image in result["images"]:
+        assert image["sop_instance_uid"] in summary
+        # every label's probability and the disagreement, as the model gave them
+        for label, p in image["class_probabilities"].items():
+            assert f"{label} {100 * p:.1f} %" in summary
+        assert f"disagreement {100 * image['uncertainty']:.1f} %" in summary
+    assert "pacs: failed" in summary and "drop: sent" in summary
+    for text in (table, shown, summary):
         for word in site.patient_words:
             assert word not in text
 
