@@ -7,7 +7,6 @@ Debian's Chromium runs headless: ``--screenshot`` gives the picture a person wou
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -20,11 +19,10 @@ from PIL import Image, ImageStat
 
 from deploy.demo.orthanc import storescu
 from tests.conftest import wait_until
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers.orthanc import SC_CLASS, orthanc_site
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def chromium(url: str, *, screenshot: Path | None = None, size: str = "1400,900") -> str:
@@ -34,13 +32,7 @@ def chromium(url: str, *, screenshot: Path | None = None, size: str = "1400,900"
         command = [
             CHROMIUM,
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_ARGS,
             "--hide-scrollbars",
             f"--user-data-dir={profile}",
             f"--window-size={size}",

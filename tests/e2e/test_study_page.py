@@ -6,7 +6,6 @@ escaped; no patient name or ID appears."""
 from __future__ import annotations
 
 import io
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,25 +25,19 @@ from node.http.study import render_study_page
 from node.spool import Spool
 from tests.conftest import free_port, write_config
 from tests.e2e.conftest import e2e_config, storescu, wait_for_state
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TOKEN = "page-token-0123456789"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is missing (make test installs it)")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
