@@ -162,3 +162,30 @@ demo-model: $(VENV)/.installed-test
 	  --card training/configs/demo-card.yaml --tta flip --weights nll --half
 	$(BIN)/breast-train evaluate --model $(DEMO_OUT) --data $(DEMO_DIR)/test --record \
 	  --plots $(DEMO_DIR)/plots
+
+# The GPU check (bench/gpu/run.sh) on a bare CUDA machine that has torch, torchvision and
+# timm but not the node's other dependencies: their wheels for CPython 3.12 on x86-64
+# Linux, and dcmtk's Debian packages (storescu, storescp), into var/gpu-wheels/ (about
+# 30 MB, ignored by git). Copy the checkout with that folder to the GPU machine and run
+# bench/gpu/run.sh there. Versions are the ones installed here.
+GPU_WHEEL_PYTHON ?= 3.12
+GPU_WHEELS := pydicom pynetdicom highdicom sqlalchemy apscheduler tzlocal structlog pydantic \
+	pydantic-core annotated-types typing-inspection pylibjpeg pylibjpeg-openjpeg \
+	pylibjpeg-libjpeg pylibjpeg-rle pyjpegls dicomweb-client retrying
+GPU_DEBS := dcmtk libdcmtk17 libcharls2 libjpeg62-turbo libpng16-16 libtiff6 libwrap0 \
+	libxml2 libjbig0 liblerc4 libwebp7 libdeflate0 libicu72
+.PHONY: gpu-wheels
+gpu-wheels: $(VENV)/.installed-test
+	mkdir -p var/gpu-wheels
+	for name in $(GPU_WHEELS); do \
+	  version=$$($(BIN)/python -m pip show $$name | sed -n 's/^Version: //p'); \
+	  $(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: \
+	    --python-version $(GPU_WHEEL_PYTHON) --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    --platform manylinux_2_24_x86_64 --platform manylinux_2_31_x86_64 \
+	    --platform manylinux_2_34_x86_64 --platform manylinux_2_35_x86_64 --platform any \
+	    -d var/gpu-wheels "$$name==$$version" || exit 1; \
+	done
+	cd var/gpu-wheels && apt-get download $(GPU_DEBS)
+	@ls var/gpu-wheels | wc -l | xargs echo "files in var/gpu-wheels:"

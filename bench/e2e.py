@@ -53,7 +53,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ingest import cpu_name, free_port  # noqa: E402  (the receiving bench's helpers)
 from postgres import postgres_server  # noqa: E402
 
-BREAST_NODE = Path(sys.executable).parent / "breast-node"
+_SCRIPT = Path(sys.executable).parent / "breast-node"
+#: The node's command: its console script, or ``python -m node`` where the package was
+#: not installed (a GPU machine given the project's wheels on PYTHONPATH).
+BREAST_NODE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "node"]
 DATA = ROOT / "var" / "bench" / "e2e"
 DEMO_MODEL = ROOT / "models" / "demo"
 FULL_ARCHITECTURES = (
@@ -285,7 +288,7 @@ def unknown_settings(keys: Sequence[str]) -> list[str]:
 
 
 def has_worker_command() -> bool:
-    done = subprocess.run([str(BREAST_NODE), "worker", "--help"], capture_output=True)
+    done = subprocess.run([*BREAST_NODE, "worker", "--help"], capture_output=True)
     return done.returncode == 0
 
 
@@ -418,7 +421,7 @@ def running_node(
         run.processes.append(
             start(
                 "serve",
-                [str(BREAST_NODE), "serve", "--config", str(config)],
+                [*BREAST_NODE, "serve", "--config", str(config)],
                 work / "serve.log",
                 env_for(serve_overrides),
             )
@@ -431,7 +434,7 @@ def running_node(
             run.processes.append(
                 start(
                     f"worker{index + 1}",
-                    [str(BREAST_NODE), "worker", "--config", str(config)],
+                    [*BREAST_NODE, "worker", "--config", str(config)],
                     work / f"worker{index + 1}.log",
                     env_for({**overrides, **(worker_overrides or {})}),
                 )

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="add torch.compile rows (slow to compile on a CPU)"
     )
+    parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -377,11 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not use_cuda:
         print("% peak: n/a on CPU (no reliable peak figure); GPU rows need a CUDA device.")
+    opt_rows: list[OptRow] = []
     if not args.no_optimisations:
         if args.compile and device.type == "cpu" and shutil.which("gcc") is None:
             print("torch.compile rows skipped: no C++ compiler (gcc) for the CPU backend")
             args.compile = False
-        opt_rows: list[OptRow] = []
         for arch in args.opt_arch:
             opt_rows.extend(
                 optimisation_rows(
@@ -396,6 +399,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  measured optimisations of {arch}", file=sys.stderr, flush=True)
         print_optimisations(opt_rows, args.opt_batch)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        dump = {
+            "device": where,
+            "torch": torch.__version__,
+            "input": [args.height, args.width],
+            "members": members,
+            "rows": [asdict(r) for r in rows],
+            "optimisations": [asdict(r) for r in opt_rows],
+        }
+        args.json.write_text(json.dumps(dump, indent=2), encoding="utf-8")
     return 0
 
 
