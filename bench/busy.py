@@ -209,14 +209,15 @@ def phase(
             _preload(run, db, backlog, args)
         with tempfile.TemporaryDirectory(dir=run.work) as folder:
             result = send_probe(run.port, probe, args.senders, Path(folder))
-        result["busy_fraction"] = (
-            busy_fraction(_processing_spans(db), result["first"], result["last"]) if busy else 0.0
-        )
+        result["busy_fraction"] = 0.0
         if busy:
             wanted = len(backlog) + len(probe)
             wait_for(
                 lambda: _states(db).get("done", 0) >= wanted, f"{label}: all done", args.timeout
             )
+            # once every claim has its result: how much of the probe the worker spent busy
+            spans = _processing_spans(db)
+            result["busy_fraction"] = busy_fraction(spans, result["first"], result["last"])
         result["states"] = _states(db)
         result["problems"] = run.log_problems()
         db.close()
@@ -257,18 +258,18 @@ def soak(
         while time.monotonic() < end:
             with tempfile.TemporaryDirectory(dir=run.work) as folder:
                 result = send_probe(run.port, studies, args.senders, Path(folder), rounds + 1)
-            result["busy_fraction"] = busy_fraction(
-                _processing_spans(db), result["first"], result["last"]
-            )
             result["round"] = rounds = rounds + 1
             rows.append(result)
             log(f"  soak round {rounds}: {result['mb_per_s']:.0f} MB/s")
-        # re-sent studies are duplicates: every study must still end done
+        # every study of every round ends done: none lost, none left behind
         wait_for(
-            lambda: _states(db).get("done", 0) >= len(studies) and set(_states(db)) <= {"done"},
+            lambda: _states(db).get("done", 0) == rounds * len(studies),
             "soak: every study done",
             args.timeout,
         )
+        spans = _processing_spans(db)
+        for row in rows:
+            row["busy_fraction"] = busy_fraction(spans, row["first"], row["last"])
         rows.append({"states": _states(db), "problems": run.log_problems()})
         db.close()
     return rows
