@@ -343,11 +343,11 @@ class EligibilitySettings(_Section):
 
 
 OutputKind = Literal["sr", "mgcad", "sc", "gsps"]
-"""Kinds of result object (see :mod:`node.outputs`)."""
+"""A result object: TID 1500 SR, Mammography CAD SR, Grad-CAM secondary captures, GSPS
+(see :mod:`node.outputs`)."""
 
 Colormap = Literal["jet", "hot", "inferno", "turbo"]
 """Colour maps of the heat-map secondary captures (see :mod:`node.outputs.render`)."""
-"""A result object: TID 1500 SR, Mammography CAD SR, Grad-CAM secondary captures, GSPS."""
 _ALL_KINDS: tuple[OutputKind, ...] = ("sr", "mgcad", "sc", "gsps")
 
 
