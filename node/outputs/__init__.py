@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 from node import __version__
 from node.config import OutputKind, OutputSettings
 from node.errors import OutputError
+from node.models.card import OperatingPoint
 from node.outputs._common import SeriesSpec
 from node.outputs.gsps import build_presentation_state
 from node.outputs.mgcad import build_cad_failure_report, build_cad_report
@@ -120,6 +121,7 @@ def build_outputs(
     revision: int = 0,
     intended_use: str | None = None,
     failed_sources: Sequence[Dataset] = (),
+    operating_points: Sequence[OperatingPoint] = (),
 ) -> list[ResultObject]:
     """Every configured object for ``result``.
 
@@ -128,7 +130,10 @@ def build_outputs(
     copy). ``failed_sources``: eligible
     images that could not be evaluated (the CAD SR then says "Partially
     Succeeded"). ``intended_use``: the model card's statement, written into the
-    TID 1500 report. Raises :class:`OutputError` naming the problem.
+    TID 1500 report. ``operating_points``: the model card's, listed in the CAD SR's
+    operating point table. Only regions at or above the result's operating point are
+    marks (:meth:`~node.results.StudyResult.marks`). Raises :class:`OutputError`
+    naming the problem.
     """
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     missing = [i.sop_instance_uid for i in result.images if i.sop_instance_uid not in by_uid]
@@ -155,12 +160,19 @@ def build_outputs(
                 [by_uid[i.sop_instance_uid] for i in mammograms],
                 _series(settings, "mgcad", study, revision, version),
                 failed_sources=[ds for ds in failed_sources if _is_mammogram(ds)],
+                operating_points=operating_points,
+                unmarked_regions=settings.unmarked_regions,
             )
             objects.append(ResultObject("mgcad", cad))
         else:
             log.info("outputs.mgcad_not_applicable", study_uid=study, reason="no mammograms")
 
-    style = SecondaryCaptureStyle(settings.colormap, settings.opacity, settings.sc_size)
+    style = SecondaryCaptureStyle(
+        settings.colormap,
+        settings.opacity,
+        settings.sc_size,
+        settings.heatmap_below_operating_point,
+    )
     for number, image in enumerate(result.images, start=1):
         source = by_uid[image.sop_instance_uid]
         if "sc" in settings.objects:
@@ -183,12 +195,15 @@ def build_outputs(
                 heatmap=image.heatmap_original()
                 if image.display is None
                 else image.heatmap_display(),
-                regions=image.regions,
+                marks=result.marks(image),
                 probability=image.probability,
                 model_name=result.model_name,
                 model_version=version,
                 style=style,
                 series=series,
+                operating_point=result.operating_point,
+                threshold=result.threshold,
+                positive=result.image_positive(image),
             )
             objects.append(ResultObject("sc", sc, image.sop_instance_uid))
         if "gsps" in settings.objects and int(source.get("SamplesPerPixel", 1) or 1) == 1:
@@ -202,7 +217,11 @@ def build_outputs(
                 instance_number=number,
             )
             pr = build_presentation_state(
-                source, image.regions, series, model_name=result.model_name, model_version=version
+                source,
+                result.marks(image),
+                series,
+                model_name=result.model_name,
+                model_version=version,
             )
             objects.append(ResultObject("gsps", pr, image.sop_instance_uid))
 

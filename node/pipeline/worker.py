@@ -321,6 +321,7 @@ class InferenceWorker:
                 self.settings.outputs,
                 revision=study.generation,
                 intended_use=self.engine.card.intended_use,
+                operating_points=self.engine.card.operating_points,
             )
             deliveries = self._write(study, objects)
         except NodeError as exc:
