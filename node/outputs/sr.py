@@ -360,11 +360,12 @@ def _document(
     sources: Sequence[Dataset],
     groups: Sequence[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations],
     evaluations: Sequence[hd.sr.ContentItem],
-    model_name: str,
-    model_version: str,
+    model: tuple[str, str],
     series: SeriesSpec,
 ) -> hd.sr.ComprehensiveSR:
-    """TID 1500 Measurement Report holding at least one mark group."""
+    """TID 1500 Measurement Report holding at least one mark group; ``model``: its name
+    and version."""
+    model_name, model_version = model
     report = hd.sr.MeasurementReport(
         observation_context=_observer(model_name, model_version),
         procedure_reported=codes.IMAGING_PROCEDURE,
@@ -382,15 +383,15 @@ def _document(
 
 def _basic_document(
     sources: Sequence[Dataset],
-    findings: Sequence[hd.sr.ContentItem],
-    impressions: Sequence[hd.sr.ContentItem],
-    model_name: str,
-    model_version: str,
+    sections: tuple[Sequence[hd.sr.ContentItem], Sequence[hd.sr.ContentItem]],
+    model: tuple[str, str],
     series: SeriesSpec,
 ) -> hd.sr.ComprehensiveSR:
     """TID 2000 Basic Diagnostic Imaging Report, for a report without measurements
     (no region reaches the operating point, or no result): a Findings and an
     Impressions section (CID 7001) of CODE and TEXT items (TID 2002)."""
+    findings, impressions = sections
+    model_name, model_version = model
     root = hd.sr.ContainerContentItem(name=codes.DIAGNOSTIC_IMAGING_REPORT, template_id="2000")
     root.ContentSequence = hd.sr.ContentSequence(
         [
@@ -444,13 +445,14 @@ def build_measurement_report(
             evaluated,
             groups,
             _evaluations(result, by_uid, intended_use),
-            result.model_name,
-            result.model_version,
+            (result.model_name, result.model_version),
             series,
         )
-    findings, impressions = _narrative(result, intended_use)
     return _basic_document(
-        evaluated, findings, impressions, result.model_name, result.model_version, series
+        evaluated,
+        _narrative(result, intended_use),
+        (result.model_name, result.model_version),
+        series,
     )
 
 
@@ -475,9 +477,10 @@ def build_failure_report(
     Measurements container and a text item with ``reason``."""
     return _basic_document(
         sources,
-        [_text_item(failure_text(reason), codes.FINDING)],
-        [_text_item(not_for_clinical_use_text(None), codes.IMPRESSION)],
-        model_name,
-        model_version,
+        (
+            [_text_item(failure_text(reason), codes.FINDING)],
+            [_text_item(not_for_clinical_use_text(None), codes.IMPRESSION)],
+        ),
+        (model_name, model_version),
         series,
     )
