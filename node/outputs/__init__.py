@@ -35,10 +35,9 @@ from pydicom.dataset import Dataset
 from node import __version__
 from node.config import OutputKind, OutputSettings
 from node.errors import OutputError
-from node.models.card import OperatingPoint
 from node.outputs._common import SeriesSpec
 from node.outputs.gsps import build_presentation_state
-from node.outputs.mgcad import build_cad_failure_report, build_cad_report
+from node.outputs.mgcad import OperatingPointLike, build_cad_failure_report, build_cad_report
 from node.outputs.sc import SecondaryCaptureStyle, build_secondary_capture
 from node.outputs.sr import build_failure_report, build_measurement_report
 from node.outputs.uids import derive_uid
@@ -121,7 +120,7 @@ def build_outputs(
     revision: int = 0,
     intended_use: str | None = None,
     failed_sources: Sequence[Dataset] = (),
-    operating_points: Sequence[OperatingPoint] = (),
+    operating_points: Sequence[OperatingPointLike] = (),
 ) -> list[ResultObject]:
     """Every configured object for ``result``.
 

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import highdicom as hd
 import numpy as np
@@ -81,7 +82,6 @@ from pydicom.uid import MammographyCADSRStorage
 
 from node.errors import OutputError
 from node.imaging.dataset import laterality_of
-from node.models.card import OperatingPoint
 from node.outputs import codes
 from node.outputs._common import (
     DISCLAIMER,
@@ -95,6 +95,8 @@ from node.results import ImageResult, Region, StudyResult
 
 __all__ = [
     "MAMMOGRAPHY_CAD_SR",
+    "OperatingPoint",
+    "OperatingPointLike",
     "OperatingPointTable",
     "build_cad_failure_report",
     "build_cad_report",
@@ -115,6 +117,30 @@ _IMAGE_LIBRARY = "111028"
 # --------------------------------------------------------------------------- #
 # Operating points (TID 4023)
 # --------------------------------------------------------------------------- #
+class OperatingPointLike(Protocol):
+    """An operating point as the model card states it (``node.models.card.OperatingPoint``;
+    not imported here, so that building results never loads the model runtime)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def sensitivity(self) -> float | None: ...
+    @property
+    def specificity(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """An operating point without a card: the result's own, or "all regions"."""
+
+    name: str
+    threshold: float
+    sensitivity: float | None = None
+    specificity: float | None = None
+
+
 @dataclass(frozen=True)
 class OperatingPointTable:
     """The CAD operating points, numbered 1..n from the least to the most sensitive
@@ -127,7 +153,7 @@ class OperatingPointTable:
     point still have one.
     """
 
-    points: tuple[OperatingPoint, ...]
+    points: tuple[OperatingPointLike, ...]
     recommended: int
     everything: bool = False
 
@@ -135,11 +161,11 @@ class OperatingPointTable:
     def of(
         cls,
         result: StudyResult,
-        card_points: Sequence[OperatingPoint] = (),
+        card_points: Sequence[OperatingPointLike] = (),
         *,
         everything: bool = False,
     ) -> OperatingPointTable:
-        points = list(card_points) or [
+        points: list[OperatingPointLike] = list(card_points) or [
             OperatingPoint(name=result.operating_point, threshold=result.threshold)
         ]
         if not any(p.name == result.operating_point for p in points):
@@ -563,7 +589,7 @@ def build_cad_report(
     series: SeriesSpec,
     *,
     failed_sources: Sequence[Dataset] = (),
-    operating_points: Sequence[OperatingPoint] = (),
+    operating_points: Sequence[OperatingPointLike] = (),
     unmarked_regions: str = "omit",
 ) -> hd.sr.ComprehensiveSR:
     """Mammography CAD SR for an inferred study.
