@@ -9,12 +9,18 @@ BIN := $(VENV)/bin
 CONFIG ?= config/node.yaml
 PYTEST_ARGS ?=
 
-# Debian packages the tests drive as real peers and validators.
+# Debian packages the tests drive as real peers and validators (npm fetches the stock
+# OHIF viewer the browser test opens the node's results in).
 DEBIAN_TEST_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb libpixelmed-java \
-	default-jre-headless chromium postgresql
+	default-jre-headless chromium postgresql npm
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 
-.PHONY: run test system-deps venv lint typecheck clean help
+# The prebuilt stock OHIF viewer (npm @ohif/app), served by tests/e2e/test_ohif.py and
+# bench/output_pictures.py from var/ohif/ (deploy/ohif/viewer.py).
+OHIF_VERSION := 3.13.2
+OHIF_DIR := var/ohif/$(OHIF_VERSION)
+
+.PHONY: run test system-deps venv lint typecheck clean help ohif
 
 help:
 	@echo "make run    set up and start the node (config: $(CONFIG))"
@@ -55,7 +61,7 @@ send-demo: $(VENV)/.installed-run $(CONFIG)
 
 system-deps:
 	@missing=""; \
-	for cmd in storescu dciodvfy Orthanc java chromium; do \
+	for cmd in storescu dciodvfy Orthanc java chromium npm; do \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing=1; \
 	done; \
 	[ -f /usr/share/java/pixelmed.jar ] || missing=1; \
@@ -68,7 +74,14 @@ system-deps:
 	    $(DEBIAN_TEST_PACKAGES) >/dev/null; \
 	fi
 
-test: system-deps $(VENV)/.installed-test
+$(OHIF_DIR)/package/dist/index.html:
+	mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null && \
+	  tar xzf ohif-app-$(OHIF_VERSION).tgz && rm ohif-app-$(OHIF_VERSION).tgz
+
+ohif: $(OHIF_DIR)/package/dist/index.html
+
+test: system-deps $(VENV)/.installed-test ohif
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-test

@@ -516,6 +516,15 @@ class OutputSettings(_Section):
     """Opacity of the hottest heat-map colour over the image (0 = invisible)."""
     sc_size: int = Field(default=1024, strict=True, ge=0, le=8192)
     """Longest side of the secondary capture image in pixels; 0 keeps the original size."""
+    unmarked_regions: Literal["omit", "optional"] = "omit"
+    """Regions scoring below the operating point: left out of every object (``omit``), or
+    also reported in the Mammography CAD SR as "Presentation Optional" findings with
+    their score and CAD operating point (``optional``). They are never outlined (SC,
+    GSPS) nor made TID 1500 regions."""
+    heatmap_below_operating_point: Literal["shown", "faint", "off"] = "faint"
+    """The heat map on the secondary capture of an image below the operating point:
+    drawn as on a positive image (``shown``), at a quarter of ``opacity`` (``faint``), or
+    not drawn (``off``). Such an image never gets outlines."""
 
 
 class LoggingSettings(_Section):

@@ -3,8 +3,13 @@ reads (result objects, the worker, the status page).
 
 A :class:`StudyResult` holds its :class:`BreastResult` s and :class:`ImageResult` s;
 an image holds its Grad-CAM :class:`Region` s, in original image pixel coordinates.
-Scores are calibrated malignancy probabilities in ``[0, 1]``. Nothing here needs the
-model runtime: building a report from a result imports NumPy, never torch.
+Scores are calibrated malignancy probabilities in ``[0, 1]``, on one scale from region
+to study: a region's score never exceeds its image's probability, an image's
+probability is the score of its top region, a breast's score is the highest of its
+images' (with ``breast_aggregation: max``) and the study's the highest of its
+breasts'. :meth:`StudyResult.marks` says which regions reach the operating point
+(the only ones shown as marks). Nothing here needs the model runtime: building a
+report from a result imports NumPy, never torch.
 """
 
 from __future__ import annotations
@@ -36,22 +41,29 @@ class Region:
     Attributes:
         polygon: closed outline ``((x, y), ...)``, first point repeated last,
             DICOM SCOORD convention (``(0, 0)`` = top-left corner of the image).
-        peak: highest map value inside the region, in ``[0, 1]``.
+        peak: relative saliency: the highest value of the Grad-CAM map inside the
+            region divided by the map's maximum over the image, in ``[0, 1]`` (1 for
+            the image's top region). Not a probability; never shown as one.
         peak_point: ``(x, y)`` of that maximum (the centre of the pixels within
             1 % of it, since up-sampled maps have flat tops).
         area: polygon area in original pixels.
+        score: the region's malignancy probability on the image's calibrated scale,
+            ``image probability x peak`` (see ``docs/outputs.md``), so never above the
+            image's probability and equal to it for the top region.
     """
 
     polygon: tuple[Point, ...]
     peak: float
     peak_point: Point
     area: float
+    score: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         return {
             "polygon": [list(p) for p in self.polygon],
             "peak": self.peak,
+            "score": self.score,
             "peak_point": list(self.peak_point),
             "area": self.area,
         }
@@ -181,6 +193,8 @@ class StudyResult:
     Attributes:
         score: study malignancy probability (max over breasts).
         positive: ``score >= threshold`` of the operating point.
+        operating_point: name of the model card's operating point used.
+        threshold: its threshold on the malignancy probability.
         assessment_category: the card's category band that holds ``score``.
     """
 
@@ -197,6 +211,36 @@ class StudyResult:
     tta: str
     breast_aggregation: str
     timings: StageTimings
+    malignant_label: str = "malignant"
+    """The card label whose probability is the malignancy probability."""
+
+    def breast(self, laterality: str) -> BreastResult | None:
+        """The breast of that laterality, or ``None``."""
+        return next((b for b in self.breasts if b.laterality == laterality), None)
+
+    def image_positive(self, image: ImageResult) -> bool:
+        """The image is called positive at the operating point: its probability reaches
+        the threshold and its breast is positive (which only ``breast_aggregation:
+        mean`` can deny)."""
+        breast = self.breast(image.laterality)
+        return image.probability >= self.threshold and (breast is None or breast.positive)
+
+    def marks(self, image: ImageResult) -> tuple[Region, ...]:
+        """The image's regions shown as marks: score at or above the operating point's
+        threshold, on an image called positive. Highest score first."""
+        if not self.image_positive(image):
+            return ()
+        return tuple(r for r in image.regions if r.score >= self.threshold)
+
+    def unmarked(self, image: ImageResult) -> tuple[Region, ...]:
+        """The image's regions below the operating point (never shown as marks)."""
+        marks = self.marks(image)
+        return tuple(r for r in image.regions if r not in marks)
+
+    @property
+    def has_marks(self) -> bool:
+        """Whether any region of the study reaches the operating point."""
+        return any(self.marks(image) for image in self.images)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (heat maps excluded)."""

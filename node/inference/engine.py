@@ -417,6 +417,7 @@ class InferenceEngine:
                 item.image.geometry,
                 self.settings.cam_threshold,
                 max_regions=self.settings.max_regions,
+                probability=min(1.0, max(0.0, float(probs[0, malignant]))),
             )
             timings = timings + StageTimings(cam_s=time.perf_counter() - start)
         image = item.image
@@ -482,6 +483,7 @@ class InferenceEngine:
             tta=self.settings.tta,
             breast_aggregation=mode,
             timings=timings,
+            malignant_label=self.card.malignant_label,
         )
 
 

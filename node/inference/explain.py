@@ -11,6 +11,12 @@ Regions are the connected parts of the map at or above a fraction of its
 maximum, each outlined by a closed polygon along pixel edges (so it contains
 exactly the part's pixels) and mapped to original image coordinates with the
 preprocessing :class:`~node.imaging.geometry.Geometry`.
+
+A region's score puts it on the image's probability scale: ``score = p x s``, with
+``p`` the image's calibrated malignancy probability and ``s`` the region's relative
+saliency (its peak of the map over the map's maximum, in ``(0, 1]``). The top
+region therefore carries exactly ``p``, every other one less, so the image's
+probability is the maximum over its regions (``docs/outputs.md``).
 """
 
 from __future__ import annotations
@@ -155,6 +161,7 @@ def extract_regions(
     *,
     cell: int = 4,
     max_regions: int = 5,
+    probability: float = 1.0,
 ) -> tuple[Region, ...]:
     """Regions of a model-input map, in original image coordinates, highest peak first.
 
@@ -166,9 +173,13 @@ def extract_regions(
         cell: regions are traced on ``cell x cell`` blocks (block maximum) to keep
             polygons short; 1 traces single pixels.
         max_regions: at most this many regions are returned.
+        probability: the image's malignancy probability; each region's
+            :attr:`~node.results.Region.score` is this times its relative peak.
     """
     if not 0 < threshold <= 1:
         raise ValueError("threshold must be in (0, 1]")
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError("probability must be in [0, 1]")
     hm = np.asarray(heatmap, dtype=np.float32)
     top_value = float(hm.max()) if hm.size else 0.0
     if top_value <= 0:
@@ -191,12 +202,15 @@ def extract_regions(
         py, px = np.nonzero(pixel_mask & (hm >= peak - _PLATEAU * top_value))
         polygon = geometry.to_original(corners)
         peak_point = geometry.to_original([[px.mean() + 0.5, py.mean() + 0.5]])[0]
+        # the region holding the map's maximum gets exactly 1, so exactly ``probability``
+        saliency = 1.0 if peak >= top_value else peak / top_value
         regions.append(
             Region(
                 polygon=tuple((float(a), float(b)) for a, b in polygon),
-                peak=peak,
+                peak=saliency,
                 peak_point=(float(peak_point[0]), float(peak_point[1])),
                 area=_polygon_area(polygon),
+                score=probability * saliency,
             )
         )
     regions.sort(key=lambda region: region.peak, reverse=True)

@@ -37,7 +37,7 @@ from node.config import OutputKind, OutputSettings
 from node.errors import OutputError
 from node.outputs._common import SeriesSpec
 from node.outputs.gsps import build_presentation_state
-from node.outputs.mgcad import build_cad_failure_report, build_cad_report
+from node.outputs.mgcad import OperatingPointLike, build_cad_failure_report, build_cad_report
 from node.outputs.sc import SecondaryCaptureStyle, build_secondary_capture
 from node.outputs.sr import build_failure_report, build_measurement_report
 from node.outputs.uids import derive_uid
@@ -120,6 +120,7 @@ def build_outputs(
     revision: int = 0,
     intended_use: str | None = None,
     failed_sources: Sequence[Dataset] = (),
+    operating_points: Sequence[OperatingPointLike] = (),
 ) -> list[ResultObject]:
     """Every configured object for ``result``.
 
@@ -128,7 +129,10 @@ def build_outputs(
     copy). ``failed_sources``: eligible
     images that could not be evaluated (the CAD SR then says "Partially
     Succeeded"). ``intended_use``: the model card's statement, written into the
-    TID 1500 report. Raises :class:`OutputError` naming the problem.
+    TID 1500 report. ``operating_points``: the model card's, listed in the CAD SR's
+    operating point table. Only regions at or above the result's operating point are
+    marks (:meth:`~node.results.StudyResult.marks`). Raises :class:`OutputError`
+    naming the problem.
     """
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     missing = [i.sop_instance_uid for i in result.images if i.sop_instance_uid not in by_uid]
@@ -155,12 +159,19 @@ def build_outputs(
                 [by_uid[i.sop_instance_uid] for i in mammograms],
                 _series(settings, "mgcad", study, revision, version),
                 failed_sources=[ds for ds in failed_sources if _is_mammogram(ds)],
+                operating_points=operating_points,
+                unmarked_regions=settings.unmarked_regions,
             )
             objects.append(ResultObject("mgcad", cad))
         else:
             log.info("outputs.mgcad_not_applicable", study_uid=study, reason="no mammograms")
 
-    style = SecondaryCaptureStyle(settings.colormap, settings.opacity, settings.sc_size)
+    style = SecondaryCaptureStyle(
+        settings.colormap,
+        settings.opacity,
+        settings.sc_size,
+        settings.heatmap_below_operating_point,
+    )
     for number, image in enumerate(result.images, start=1):
         source = by_uid[image.sop_instance_uid]
         if "sc" in settings.objects:
@@ -183,12 +194,15 @@ def build_outputs(
                 heatmap=image.heatmap_original()
                 if image.display is None
                 else image.heatmap_display(),
-                regions=image.regions,
+                marks=result.marks(image),
                 probability=image.probability,
                 model_name=result.model_name,
                 model_version=version,
                 style=style,
                 series=series,
+                operating_point=result.operating_point,
+                threshold=result.threshold,
+                positive=result.image_positive(image),
             )
             objects.append(ResultObject("sc", sc, image.sop_instance_uid))
         if "gsps" in settings.objects and int(source.get("SamplesPerPixel", 1) or 1) == 1:
@@ -202,7 +216,11 @@ def build_outputs(
                 instance_number=number,
             )
             pr = build_presentation_state(
-                source, image.regions, series, model_name=result.model_name, model_version=version
+                source,
+                result.marks(image),
+                series,
+                model_name=result.model_name,
+                model_version=version,
             )
             objects.append(ResultObject("gsps", pr, image.sop_instance_uid))
 

@@ -8,9 +8,13 @@ import highdicom as hd
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 
+from node import __version__
 from node.errors import InferenceError, OutputError
+from node.imaging.dataset import view_of
 from node.imaging.pixels import decode, to_unit_range
+from node.outputs.codes import VIEW_CODES
 
 __all__ = [
     "DISCLAIMER",
@@ -20,6 +24,8 @@ __all__ = [
     "comprehensive_sr",
     "display_image",
     "require_uids",
+    "software_versions",
+    "view_codes",
 ]
 
 #: Manufacturer written into every result object (General Equipment).
@@ -34,6 +40,41 @@ def require_uids(ds: Dataset, what: str = "source image") -> None:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not str(ds.get(keyword, "") or ""):
             raise OutputError(f"{what}: {keyword} is missing")
+
+
+def _code(item: Dataset) -> Code | None:
+    value, scheme = (
+        str(item.get("CodeValue", "") or ""),
+        str(item.get("CodingSchemeDesignator", "") or ""),
+    )
+    if not value or not scheme:
+        return None
+    version = str(item.get("CodingSchemeVersion", "") or "") or None
+    return Code(value, scheme, str(item.get("CodeMeaning", "") or value), version)
+
+
+def view_codes(ds: Dataset) -> tuple[Code, tuple[Code, ...]] | None:
+    """The image's view (CID 4014) and view modifiers (CID 4015) exactly as its View Code
+    Sequence and View Modifier Code Sequence code them; for an image without one, the
+    view its ViewPosition names (no modifiers); ``None`` when neither says."""
+    try:
+        items = ds.get("ViewCodeSequence") or []
+        view = _code(items[0]) if items else None
+        modifiers = (
+            tuple(
+                code
+                for code in (_code(m) for m in (items[0].get("ViewModifierCodeSequence") or []))
+                if code is not None
+            )
+            if view is not None
+            else ()
+        )
+    except (TypeError, ValueError, AttributeError, IndexError):
+        view, modifiers = None, ()
+    if view is not None:
+        return view, modifiers
+    fallback = VIEW_CODES.get(view_of(ds))
+    return (fallback, ()) if fallback is not None else None
 
 
 def display_image(ds: Dataset) -> npt.NDArray[np.float32]:
@@ -86,17 +127,24 @@ class SeriesSpec:
 
 
 def comprehensive_sr(
-    sources: Sequence[Dataset], root: Dataset, series: SeriesSpec
+    sources: Sequence[Dataset],
+    root: Dataset,
+    series: SeriesSpec,
+    *,
+    model_name: str,
+    model_version: str,
 ) -> hd.sr.ComprehensiveSR:
     """A complete, unverified Comprehensive SR document holding ``root``, with patient
-    and study taken from ``sources`` (all of one study)."""
+    and study taken from ``sources`` (all of one study). General Equipment names the
+    model: Manufacturer Model Name is the model's name, Software Versions the node's
+    and the model's versions."""
     if not sources:
         raise OutputError("sources: at least one source image is needed")
     for index, ds in enumerate(sources):
         require_uids(ds, f"sources[{index}]")
     if len({str(ds.StudyInstanceUID) for ds in sources}) != 1:
         raise OutputError("sources: images come from more than one study")
-    return hd.sr.ComprehensiveSR(
+    sr = hd.sr.ComprehensiveSR(
         evidence=list(sources),
         content=root,
         series_instance_uid=series.series_uid,
@@ -107,3 +155,11 @@ def comprehensive_sr(
         is_complete=True,
         series_description=series.description,
     )
+    sr.ManufacturerModelName = model_name[:64]
+    sr.SoftwareVersions = software_versions(model_name, model_version)  # type: ignore[assignment]
+    return sr
+
+
+def software_versions(model_name: str, model_version: str) -> list[str]:
+    """Software Versions of a result object: the node's and the model's."""
+    return [f"{MANUFACTURER} {__version__}"[:64], f"{model_name} {model_version}"[:64]]

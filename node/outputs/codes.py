@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 __all__ = [
@@ -17,40 +18,55 @@ __all__ = [
     "ALGORITHM_NAME",
     "ALGORITHM_VERSION",
     "ANALYSIS_PERFORMED",
+    "ARBITRARY_UNIT",
     "ASSESSMENT_CATEGORY",
     "BIRADS",
     "BREAST",
     "CAD_FINDINGS_SUMMARY",
+    "CAD_OPERATING_POINT",
+    "CAD_OPERATING_POINT_DESCRIPTION",
     "CAD_PROCESSING_SUMMARY",
     "CAD_REPORT",
+    "CASE_SENSITIVITY",
+    "CASE_SPECIFICITY",
     "CENTER",
     "CERTAINTY_OF_FINDING",
+    "CERTAINTY_OF_IMPRESSION",
     "CLASS_CODES",
     "COMMENT",
     "COMPOSITE_FEATURE",
     "COMPOSITE_TYPE",
     "DETECTION_PERFORMED",
     "ENGLISH_US",
+    "ENSEMBLE_DISAGREEMENT",
     "FAILED_ANALYSES",
     "FAILED_DETECTIONS",
+    "FINDING",
     "FINDING_TYPES",
     "IMAGE_LATERALITY",
     "IMAGE_LIBRARY",
     "IMAGE_REGION",
     "IMAGE_VIEW",
+    "IMAGE_VIEW_MODIFIER",
     "IMAGING_PROCEDURE",
     "IMPRESSION_DESCRIPTION",
     "INDIVIDUAL_IMPRESSION",
     "LATERALITY",
     "LATERALITY_CODES",
+    "MAXIMUM_CAD_OPERATING_POINT",
     "MILLIMETER",
     "NO_UNITS",
+    "OPERATING_POINT_TABLE",
     "OUTLINE",
     "PERCENT",
     "PIXEL_SPACING_HORIZONTAL",
     "PIXEL_SPACING_VERTICAL",
+    "PRIVATE_SCHEME",
     "PROBABILITY_OF_CANCER",
     "QUALITATIVE_EVALUATIONS",
+    "RANGE_0_N",
+    "RANGE_1_N",
+    "RECOMMENDED_CAD_OPERATING_POINT",
     "RELATED_SPATIALLY",
     "RENDERING_INTENT",
     "RENDER_OPTIONAL",
@@ -69,7 +85,11 @@ __all__ = [
     "SUMMARY_OF_ANALYSES",
     "SUMMARY_OF_DETECTIONS",
     "VIEW_CODES",
+    "X_CONCEPT",
+    "Y_CONCEPT",
     "Status",
+    "image_probability",
+    "private_scheme",
 ]
 
 # --------------------------------------------------------------------------- #
@@ -87,12 +107,51 @@ BREAST = Code("76752008", "SCT", "Breast")
 #: Language of content (TID 1204), as highdicom writes it in TID 1500.
 ENGLISH_US = Code("en-US", "RFC5646", "English (United States)")
 
+#: Document titles: a report with marks is a TID 1500 "Imaging Measurement Report"
+#: (CID 7021); one without (no region reaches the operating point, or no result) is a
+#: TID 2000 "Diagnostic Imaging Report" (CID 7000): it measures nothing, and viewers
+#: (OHIF) open every 126000 report as measurements and fail on one without any.
+IMAGING_MEASUREMENT_REPORT = Code("126000", "DCM", "Imaging Measurement Report")
+DIAGNOSTIC_IMAGING_REPORT = Code("18748-4", "LN", "Diagnostic Imaging Report")
+
 #: Procedure reported (TID 1500 row 4); a CID 100 member, as PixelMed checks.
 IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 #: TID 1500 row 12: report-level qualitative evaluations (CODE and TEXT items).
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 #: TEXT concept for free-text statements (intended use, failure reason).
 COMMENT = Code("121106", "DCM", "Comment")
+#: An image's call at the operating point (TID 1500 qualitative evaluation; TID 2002).
+FINDING = Code("121071", "DCM", "Finding")
+#: TID 2000 sections (CID 7001) and the impression element (CID 7002).
+FINDINGS = Code("121070", "DCM", "Findings")
+IMPRESSIONS = Code("121072", "DCM", "Impressions")
+IMPRESSION = Code("121073", "DCM", "Impression")
+
+#: The project's private coding scheme (PS3.16 Section 8.2: designators starting "99"),
+#: for the per-image numbers no standard concept names: identified in each TID 1500
+#: report's Coding Scheme Identification Sequence.
+PRIVATE_SCHEME = "99BREASTAINODE"
+
+#: The ensemble's disagreement on an image: the weighted standard deviation of its
+#: members' malignancy probabilities (percentage points).
+ENSEMBLE_DISAGREEMENT = Code("ENSEMBLE-SD", PRIVATE_SCHEME, "Ensemble disagreement (SD)")
+
+
+def image_probability(label: str) -> Code:
+    """``Image probability: <label>``, a private concept for the probability the model
+    gives an image's label (a card label, e.g. normal, benign, malignant)."""
+    key = "".join(c for c in label.upper() if c.isalnum())[:14] or "LABEL"
+    return Code(f"P-{key}", PRIVATE_SCHEME, f"Image probability: {label}"[:64])
+
+
+def private_scheme() -> Dataset:
+    """A Coding Scheme Identification Sequence item describing :data:`PRIVATE_SCHEME`."""
+    item = Dataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = "Breast AI Node result concepts"
+    item.CodingSchemeResponsibleOrganization = "Breast AI Node project"
+    return item
+
 
 #: Image-level class as a coded finding.
 CLASS_CODES: dict[str, Code] = {
@@ -126,13 +185,19 @@ SIDE_CODES: dict[str, Code] = {
     "B": Code("63762007", "SCT", "Both breasts"),
 }
 
-#: Mammography views (CID 4014), by ViewPosition.
+#: Mammography views (CID 4014, code meanings as the context group has them), by
+#: ViewPosition: used only for a source without a View Code Sequence (whose own codes,
+#: with their modifiers, are copied otherwise).
 VIEW_CODES: dict[str, Code] = {
     "CC": Code("399162004", "SCT", "cranio-caudal"),
     "MLO": Code("399368009", "SCT", "medio-lateral oblique"),
-    "XCCL": Code("399192008", "SCT", "exaggerated cranio-caudal"),
-    "ML": Code("399260004", "SCT", "medial-lateral"),
-    "LM": Code("399352003", "SCT", "lateral-medial"),
+    "XCCL": Code("399192008", "SCT", "cranio-caudal exaggerated laterally"),
+    "XCCM": Code("399101009", "SCT", "cranio-caudal exaggerated medially"),
+    "ML": Code("399260004", "SCT", "medio-lateral"),
+    "LM": Code("399352003", "SCT", "latero-medial"),
+    "LMO": Code("399099002", "SCT", "latero-medial oblique"),
+    "FB": Code("399196006", "SCT", "caudo-cranial (from below)"),
+    "SIO": Code("399188001", "SCT", "superolateral to inferomedial oblique"),
 }
 
 #: What a Grad-CAM region is called: CID 6014 "Selected region" (the model points
@@ -180,6 +245,8 @@ OUTLINE = Code("111041", "DCM", "Outline")
 IMAGE_REGION = Code("111030", "DCM", "Image Region")
 IMAGE_LATERALITY = Code("111027", "DCM", "Image Laterality")
 IMAGE_VIEW = Code("111031", "DCM", "Image View")
+IMAGE_VIEW_MODIFIER = Code("111032", "DCM", "Image View Modifier")
+CERTAINTY_OF_IMPRESSION = Code("111013", "DCM", "Certainty of impression")
 PIXEL_SPACING_HORIZONTAL = Code("111026", "DCM", "Horizontal Pixel Spacing")
 PIXEL_SPACING_VERTICAL = Code("111066", "DCM", "Vertical Pixel Spacing")
 
@@ -192,6 +259,21 @@ RENDER_OPTIONAL = Code("111151", "DCM", "Presentation Optional: Rendering device
 RELATED_SPATIALLY = Code("111154", "DCM", "Target content items are related spatially")
 SCOPE_ONE_IMAGE = Code("111157", "DCM", "Feature detected on only one of the images")
 SCOPE_MULTIPLE_IMAGES = Code("111158", "DCM", "Feature detected on multiple images")
+
+#: TID 4023 CAD Operating Points; axes from CID 6048.
+CAD_OPERATING_POINT = Code("111071", "DCM", "CAD Operating Point")
+MAXIMUM_CAD_OPERATING_POINT = Code("111072", "DCM", "Maximum CAD Operating Point")
+RECOMMENDED_CAD_OPERATING_POINT = Code("111092", "DCM", "Recommended CAD Operating Point")
+OPERATING_POINT_TABLE = Code("111093", "DCM", "Operating Point Table")
+CAD_OPERATING_POINT_DESCRIPTION = Code("111081", "DCM", "CAD Operating Point Description")
+X_CONCEPT = Code("122698", "DCM", "X-Concept")
+Y_CONCEPT = Code("122699", "DCM", "Y-Concept")
+CASE_SENSITIVITY = Code("111088", "DCM", "Case Sensitivity")
+CASE_SPECIFICITY = Code("111090", "DCM", "Case Specificity")
+#: Units of TID 4023 and TID 4006 (UCUM annotations, meanings as PS3.16 spells them).
+ARBITRARY_UNIT = Code("[arb'U]", "UCUM", "arbitrary unit")
+RANGE_0_N = Code("{0:n}", "UCUM", "range:0:n")
+RANGE_1_N = Code("{1:n}", "UCUM", "range: 1:n")
 
 Status = Literal["succeeded", "partially succeeded", "failed", "not attempted"]
 

@@ -1,12 +1,15 @@
 """Grayscale Softcopy Presentation State with the Grad-CAM region outlines (optional).
 
 One GSPS (1.2.840.10008.5.1.4.1.1.11.1) per evaluated image, built with
-highdicom: a graphic layer ``AI_REGIONS`` holding each region as a closed
-POLYLINE in image pixels and a text label ("AI region 1: 0.93") at its top-left
-corner, plus a layer-level note "AI result, not for diagnostic use". The
-source's first VOI window is kept so the image looks as it does without the
-presentation state. Viewers that apply GSPS (Weasis, Orthanc Stone, many
-mammography workstations) draw the marks as vector graphics the reader can hide.
+highdicom: a graphic layer ``AI_REGIONS`` holding each mark (a region at or above
+the operating point; an image below it has none) as a closed POLYLINE in image
+pixels and a text label ("AI mark 1: 93.0%") at its top-left corner, plus a
+layer-level note "AI result, not for diagnostic use". The source's VOI
+transformation is kept as the source states it (its VOI LUT Sequence, or else its
+first window with its VOI LUT Function: LINEAR, LINEAR_EXACT or SIGMOID), so the
+image looks as it does without the presentation state. Viewers that apply GSPS
+(Weasis, Orthanc Stone, many mammography workstations) draw the marks as vector
+graphics the reader can hide.
 
 Laterality is copied from the source (GSPS has no Image Laterality; its General
 Series Laterality is required for paired body parts).
@@ -36,14 +39,46 @@ __all__ = ["build_presentation_state"]
 _LAYER = "AI_REGIONS"
 
 
+def _first(value: object) -> float:
+    return float(value[0] if isinstance(value, Sequence) else value)  # type: ignore[arg-type]
+
+
 def _voi(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:
+    """The source's own VOI, as viewers apply it by default: its first VOI LUT Sequence
+    item when it has one (pydicom's and most viewers' preference), else its first window
+    with its VOI LUT Function (absent means LINEAR)."""
+    luts = source.get("VOILUTSequence")
+    if luts:
+        item = luts[0]
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        raw = item.LUTData
+        data = (
+            np.frombuffer(raw, "<u2") if isinstance(raw, bytes) else np.asarray(raw, np.uint16)
+        )[: entries or 65536]
+        if bits not in (8, 16):
+            # a Softcopy VOI LUT has 8 or 16 bits: the same curve on the 16-bit range
+            # (the output range is what the presentation LUT maps, so it looks the same)
+            data = np.rint(data.astype(np.float64) * 65535.0 / ((1 << bits) - 1))
+            bits = 16
+        explanation = str(item.get("LUTExplanation", "") or "") or None
+        lut = hd.VOILUT(
+            first_mapped_value=first,
+            lut_data=data.astype(np.uint8 if bits == 8 else np.uint16),
+            lut_explanation=explanation,
+        )
+        return [hd.pr.SoftcopyVOILUTTransformation(voi_luts=[lut])]
     centers = source.get("WindowCenter")
     widths = source.get("WindowWidth")
     if centers is None or widths is None:
         return None
-    center = float(centers[0] if isinstance(centers, Sequence) else centers)
-    width = float(widths[0] if isinstance(widths, Sequence) else widths)
-    return [hd.pr.SoftcopyVOILUTTransformation(window_center=center, window_width=width)]
+    function = str(source.get("VOILUTFunction", "") or "").strip().upper() or None
+    return [
+        hd.pr.SoftcopyVOILUTTransformation(
+            window_center=_first(centers),
+            window_width=_first(widths),
+            voi_lut_function=function,
+        )
+    ]
 
 
 def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
@@ -57,13 +92,14 @@ def _presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
 
 def build_presentation_state(
     source: Dataset,
-    regions: Sequence[Region],
+    marks: Sequence[Region],
     series: SeriesSpec,
     *,
     model_name: str,
     model_version: str,
 ) -> hd.pr.GrayscaleSoftcopyPresentationState:
-    """GSPS for ``source`` (pixels not needed) drawing ``regions`` (source pixel coordinates)."""
+    """GSPS for ``source`` (pixels not needed) drawing ``marks``, the image's regions at
+    or above the operating point (source pixel coordinates; none for an image below it)."""
     require_uids(source)
     if int(source.get("SamplesPerPixel", 1) or 1) != 1:
         raise OutputError("source image: a grayscale presentation state needs a grayscale image")
@@ -76,8 +112,8 @@ def build_presentation_state(
             bounding_box=(0.01, 0.01, 0.99, 0.05),
         )
     ]
-    for index, region in enumerate(regions):
-        outline = closed_polygon(region.polygon, f"regions[{index}]")
+    for index, region in enumerate(marks):
+        outline = closed_polygon(region.polygon, f"marks[{index}]")
         graphics.append(
             hd.pr.GraphicObject(
                 graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
@@ -89,7 +125,7 @@ def build_presentation_state(
         rows, cols = int(source.Rows), int(source.Columns)
         texts.append(
             hd.pr.TextObject(
-                text_value=f"AI region {index + 1}: {region.peak:.2f}",
+                text_value=f"AI mark {index + 1}: {region.score * 100:.1f}%",
                 units=hd.pr.AnnotationUnitsValues.PIXEL,
                 anchor_point=(min(max(left, 0.0), cols - 1.0), min(max(top, 0.0), rows - 1.0)),
                 anchor_point_visible=False,

@@ -322,6 +322,7 @@ class InferenceWorker:
                 self.settings.outputs,
                 revision=study.generation,
                 intended_use=self.engine.card.intended_use,
+                operating_points=self.engine.card.operating_points,
             )
             deliveries = self._write(study, objects)
             self._write_pictures(study, result, objects)

@@ -200,6 +200,11 @@ def test_cli_listings_and_audit(site: Site, capsys: pytest.CaptureFixture[str]) 
         for label, p in image["class_probabilities"].items():
             assert f"{label} {100 * p:.1f} %" in summary
         assert f"disagreement {100 * image['uncertainty']:.1f} %" in summary
+        for region in image["regions"]:
+            # regions at or above the operating point are listed with their score
+            x, y = region["peak_point"]
+            shown_region = f": {100 * region['score']:.1f} % at ({x:.0f}, {y:.0f})" in summary
+            assert shown_region == (region["score"] >= result["threshold"])
     assert "pacs: failed" in summary and "drop: sent" in summary
     for text in (table, shown, summary):
         for word in site.patient_words:

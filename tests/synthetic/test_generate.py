@@ -165,6 +165,9 @@ def test_voi_sigmoid_and_lut_go_through_the_node_preprocessing(voi: str, tmp_pat
         (item,) = ds.VOILUTSequence
         assert list(item.LUTDescriptor) == [4096, 0, 12]
     plain = pydicom.dcmread(tmp_path / "window" / path)
+    # linear windows: no VOI LUT Function (LINEAR is its default meaning; viewers on
+    # cornerstone3D 5.x read any value of it as invalid and show the image black)
+    assert len(plain.WindowCenter) == 2 and "VOILUTFunction" not in plain
     assert np.array_equal(ds.pixel_array, plain.pixel_array)
     options = PreprocessOptions(height=256, width=128)
     got = preprocess_dataset(read_dataset(tmp_path / voi / path), options).image

@@ -279,4 +279,8 @@ def _voi(
     ds.WindowCenter = [center, center]
     ds.WindowWidth = [width, max(round(width * 0.7), 2)]
     ds.WindowCenterWidthExplanation = ["NORMAL", "HARDER"]
-    ds.VOILUTFunction = "SIGMOID" if kind == "sigmoid" else "LINEAR"
+    if kind == "sigmoid":
+        ds.VOILUTFunction = "SIGMOID"
+    # linear windows leave VOI LUT Function out: LINEAR is what its absence means
+    # (PS3.3 C.11.2.1.3), and viewers built on cornerstone3D 5.x (OHIF 3.13) misread
+    # any value of it and show the image black

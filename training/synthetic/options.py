@@ -46,8 +46,9 @@ class SynthOptions:
     listed in ``labels.csv``). ``split_series``: one series per view instead of one
     per study. ``drop_view``: leave one view out of every study (``"L-CC"``,
     ``"R-MLO"``, ...). ``voi``: the VOI of For Presentation mammograms: two linear
-    windows (``window``), the same windows with VOILUTFunction ``SIGMOID``
-    (``sigmoid``), or a VOI LUT Sequence (``lut``).
+    windows (``window``; no VOI LUT Function, which then means LINEAR), the same
+    windows with VOILUTFunction ``SIGMOID`` (``sigmoid``), or a VOI LUT Sequence
+    (``lut``).
     """
 
     size: Size = "small"
