@@ -20,6 +20,7 @@ __all__ = [
     "BREAST_NODE",
     "Node",
     "StoreSCP",
+    "Worker",
     "kill_while_receiving",
     "node_status",
     "send_logging_acks",
@@ -66,6 +67,25 @@ class Node:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             assert self.proc.wait(timeout=60) == 0
+
+
+class Worker:
+    """``breast-node worker`` as a subprocess, logging to ``log``; started at once."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BREAST_NODE), "worker", "--config", str(config)], stdout=out, stderr=out
+            )
+        assert wait_until(lambda: b'"worker.started"' in log.read_bytes(), timeout=120), (
+            log.read_text()
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
 
 
 def node_status(config: Path) -> dict[str, Any]:
