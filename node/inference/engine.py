@@ -44,6 +44,7 @@ from node.config import InferenceSettings
 from node.errors import InferenceError
 from node.imaging.dataset import read_dataset
 from node.imaging.geometry import Geometry
+from node.imaging.limits import check_image_size
 from node.imaging.preprocess import Preprocessed, PreprocessOptions, preprocess_dataset
 from node.inference import ensemble
 from node.inference.decoders import DecoderPool, DecoderState
@@ -277,6 +278,7 @@ class InferenceEngine:
             prepare_image,
             options=self._options,
             display_size=self.display_size,
+            max_image_bytes=self.settings.max_image_bytes,
         )
 
     def _decode(self, paths: Sequence[Path]) -> list[tuple[Preprocessed | InferenceError, float]]:
@@ -539,17 +541,22 @@ def prepare_image(
     *,
     options: PreprocessOptions,
     display_size: int | None,
+    max_image_bytes: int | None = None,
 ) -> tuple[Preprocessed | InferenceError, float]:
     """Read, decode and preprocess one stored image (here or in a decoding process),
     and the seconds it took.
 
-    Every problem, expected or not, is returned as an :class:`InferenceError`, never
-    raised: one image that cannot be read fails its own study, not the studies decoded
-    beside it, and a decoding process hands it back like a result.
+    ``max_image_bytes``: refuse, before decoding, an image whose header (or compressed
+    stream) declares more (:func:`~node.imaging.limits.check_image_size`). Every problem,
+    expected or not, is returned as an :class:`InferenceError`, never raised: one image
+    that cannot be read fails its own study, not the studies decoded beside it, and a
+    decoding process hands it back like a result.
     """
     start = time.perf_counter()
     try:
         ds = read_dataset(path)
+        if max_image_bytes is not None:
+            check_image_size(ds, max_image_bytes)
         result: Preprocessed | InferenceError = preprocess_dataset(
             ds, options, display_size=display_size
         )

@@ -1,5 +1,7 @@
 """One bad image fails only its own study: against ``breast-node serve`` and
-``breast-node worker`` as real processes, with real decoding processes killed by signal."""
+``breast-node worker`` as real processes, with real decoding processes killed by signal
+and a real decompression bomb (a JPEG 2000 stream of a few hundred bytes declaring
+16384 x 16384 pixels)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import openjpeg
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless
 
 from node.config import Settings, load_settings
 from node.db import SessionFactory, Study, open_database
@@ -25,6 +31,8 @@ from tests.reliability.conftest import TERMINAL, serve_config
 from tests.reliability.test_bad_input import encode, fresh, send_raw
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+BOMB_SIDE = 16384
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +197,55 @@ def test_a_dead_decoding_process_is_replaced_and_healthz_says_so(
     code, check = decoders_check()
     assert code == 200 and "replaced 2 time" in check["detail"], check
     assert decode_processes_of(node.pid) not in ([], [first])
+
+
+@pytest.fixture(scope="module")
+def bomb_stream() -> bytes:
+    """A lossless JPEG 2000 stream of 16384 x 16384 12-bit zeros: under 1 KB, 512 MiB
+    once decoded."""
+    pixels = np.zeros((BOMB_SIDE, BOMB_SIDE), dtype=np.uint16)
+    stream = bytes(openjpeg.encode(pixels, bits_stored=12, photometric_interpretation=2))
+    del pixels
+    return stream
+
+
+def bomb(base: Dataset, seed: str, stream: bytes) -> Dataset:
+    ds = fresh(base, seed)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.Rows = ds.Columns = BOMB_SIDE
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_decompression_bomb_fails_its_study_before_anything_is_decoded(
+    running: Callable[..., Running], base: Dataset, bomb_stream: bytes, tmp_path: Path
+) -> None:
+    """Before, a few hundred bytes declaring 16384 x 16384 were decoded inside the
+    listener's process (``decode_processes: 0``), its peak memory rising by gigabytes."""
+    node = running()  # decode_processes: 0, the default: decoding in the listener's process
+    warm = fresh(base, "bomb-warm-up")  # the first study loads the codecs and the model
+    assert send_raw(node.settings.node.port, tmp_path, [encode(warm)]) == [status.SUCCESS]
+    node.wait_terminal([str(warm.StudyInstanceUID)])
+    before = peak_rss_mib(node.pid)
+
+    ds = bomb(base, "bomb", bomb_stream)
+    data = encode(ds)
+    assert len(data) < 64 * 1024
+    assert send_raw(node.settings.node.port, tmp_path, [data]) == [status.SUCCESS]
+    uid = str(ds.StudyInstanceUID)
+    state, reason = node.wait_terminal([uid])[uid]
+    after = peak_rss_mib(node.pid)
+    print(f"bomb: {len(data)} bytes; serve peak RSS {before:.0f} -> {after:.0f} MiB")
+    assert state == "failed" and reason is not None
+    assert "inference.max_image_bytes" in reason and str(ds.SOPInstanceUID) in reason, reason
+    assert after - before < 100, (before, after)
+    assert node.output_files(uid), "the failure report was not delivered"
