@@ -63,6 +63,9 @@ class RecordOutcome(str, Enum):
     OWN_RESULT = "own_result"
     """One of the node's own result objects, sent back by the archive: stored and recorded,
     the study is unchanged whatever ``late_policy`` says."""
+    CONFLICT = "conflict"
+    """The SOP Instance UID is recorded under another study: nothing was recorded (an
+    ``instance_conflict`` event on that study says so); the listener refuses it."""
 
 
 @dataclass(frozen=True)

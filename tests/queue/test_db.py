@@ -113,6 +113,27 @@ def test_record_new_duplicate_and_late(db: SessionFactory) -> None:
     assert kinds == ["created", "state", "late_instance_ignored", "reopened"]
 
 
+def test_an_instance_recorded_under_another_study_is_not_recorded_again(
+    database_url: str,
+) -> None:
+    db = open_database(database_url)
+    try:
+        assert record_instance(db, facts(study="1.2.3", sop="1.1")) is RecordOutcome.NEW
+        outcome = record_instance(db, facts(study="4.5.6", sop="1.1", calling_ae="OTHER"))
+        assert outcome is RecordOutcome.CONFLICT
+        with db() as session:
+            assert session.scalars(select(Study.study_uid)).all() == ["1.2.3"]
+        ref = study_ref(db)
+        assert ref.instance_count == 1
+        conflicts = [d for _, kind, d in events_of(db, ref.id) if kind == "instance_conflict"]
+        assert conflicts == [
+            {"sop_instance_uid": "1.1", "other_study_uid": "4.5.6", "calling_ae": "OTHER"}
+        ]
+        assert record_instance(db, facts(study="1.2.3", sop="1.1")) is RecordOutcome.DUPLICATE
+    finally:
+        db.kw["bind"].dispose()
+
+
 def test_transition_is_conditional_on_the_snapshot(db: SessionFactory) -> None:
     record_instance(db, facts(sop="1.1"))
     stale = study_ref(db)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import openjpeg
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
@@ -33,12 +32,6 @@ from tests.reliability.test_bad_input import encode, fresh, send_raw
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 BOMB_SIDE = 16384
-
-
-@pytest.fixture(scope="module")
-def base(synthetic: Callable[..., Path]) -> Dataset:
-    """A good 'small' synthetic For Presentation mammogram."""
-    return dcmread(next(synthetic(studies=1, seed=7, size="small").rglob("L-CC.dcm")))
 
 
 class Running:

@@ -10,7 +10,7 @@ module                      transitions
 :mod:`.receive`             an instance arrives: create, reopen or keep its study
 :mod:`.studies`             claims and leases, ``transition``, re-queue (reprocess)
 :mod:`.deliveries`          store a result and its deliveries, sending, retry
-:mod:`.retention`           delete finished studies' rows
+:mod:`.retention`           delete finished studies' rows; files no row names
 ==========================  ========================================================
 """
 
@@ -24,7 +24,12 @@ from node.db.queue.deliveries import (
     save_result,
 )
 from node.db.queue.receive import record_instance
-from node.db.queue.retention import FINISHED, delete_study_rows, expired_studies
+from node.db.queue.retention import (
+    FINISHED,
+    delete_study_rows,
+    expired_studies,
+    unreferenced_files,
+)
 from node.db.queue.studies import (
     add_event,
     claim_holders,
@@ -62,4 +67,5 @@ __all__ = [
     "retry_failed",
     "save_result",
     "transition",
+    "unreferenced_files",
 ]
