@@ -16,7 +16,9 @@ waits for the results being stored and gives prefetched studies back to the queu
 
 A study that cannot be inferred or rendered is never dropped silently: it gets a
 failure report (when ``outputs.failure_report`` is on), delivered like a result, after
-which the study ends ``failed`` with the reason. A crash at any point leaves the study
+which the study ends ``failed`` with the reason. When the full report cannot be built
+from the images' headers, a minimal one that needs nothing from them is sent instead
+(:mod:`node.outputs.minimal`). A crash at any point leaves the study
 in ``processing`` under a lease that expires; the study is then claimed again and
 rebuilt with the same UIDs (they are derived from the study, the generation, the kind,
 the source image and the model version), so nothing is duplicated.
@@ -59,7 +61,12 @@ from node.inference.engine import (
     StudyInferenceError,
     StudyInput,
 )
-from node.outputs import ResultObject, build_failure_outputs, build_outputs
+from node.outputs import (
+    ResultObject,
+    build_failure_outputs,
+    build_minimal_failure_outputs,
+    build_outputs,
+)
 from node.pipeline.eligibility import matches
 from node.pipeline.lease import keep_leases
 from node.results import StudyResult
@@ -371,22 +378,11 @@ class InferenceWorker:
         bound.error("study.inference_failed", reason=reason)
         deliveries: list[NewDelivery] = []
         card = self.engine.card
-        try:
-            headers = [h for h in (self._read_header(i) for i in images) if h is not None]
-            if headers:
-                objects = build_failure_outputs(
-                    headers,
-                    reason,
-                    self.settings.outputs,
-                    revision=study.generation,
-                    model_name=card.name,
-                    model_version=card.version,
-                )
-                deliveries = self._write(study, objects)
-            elif self.settings.outputs.failure_report:
-                bound.error("outputs.no_failure_report", reason="no readable image headers")
-        except Exception:  # the failure itself must still be recorded
-            bound.exception("outputs.failure_report_failed")
+        if self.settings.outputs.failure_report:
+            try:
+                deliveries = self._write(study, self._failure_report(study, images, reason))
+            except Exception:  # the failure itself must still be recorded
+                bound.exception("outputs.failure_report_failed")
         stored = NewResult(
             outcome=ResultOutcome.FAILURE,
             reason=reason,
@@ -400,6 +396,56 @@ class InferenceWorker:
             return
         bound.info("study.failure_report", state=moved.state.value, deliveries=len(deliveries))
         self._notify()
+
+    def _failure_report(
+        self, study: StudyRef, images: Sequence[InstanceFacts], reason: str
+    ) -> list[ResultObject]:
+        """The full failure report from the images' headers; when it cannot be built (an
+        attribute it needs is missing, no header is readable, no image is eligible), the
+        minimal one (:mod:`node.outputs.minimal`), which needs nothing from them."""
+        bound = log.bind(study_uid=study.study_uid, generation=study.generation)
+        card = self.engine.card
+        headers = [h for h in (self._read_header(i) for i in images) if h is not None]
+        if headers:
+            try:
+                return build_failure_outputs(
+                    headers,
+                    reason,
+                    self.settings.outputs,
+                    revision=study.generation,
+                    model_name=card.name,
+                    model_version=card.version,
+                )
+            except Exception as exc:
+                bound.warning(
+                    "outputs.failure_report_minimal", reason=f"{type(exc).__name__}: {exc}"
+                )
+        else:
+            bound.warning("outputs.failure_report_minimal", reason="no readable image header")
+        return build_minimal_failure_outputs(
+            study.study_uid,
+            reason,
+            self.settings.outputs,
+            revision=study.generation,
+            accession_number=study.accession_number,
+            source=headers[0] if headers else self._any_header(study),
+            model_name=card.name,
+            model_version=card.version,
+        )
+
+    def _any_header(self, study: StudyRef) -> Dataset | None:
+        """The first readable header of any of the study's instances (patient and study
+        attributes for a minimal failure report), or ``None``."""
+        try:
+            instances = instances_of(self.session_factory, study.id)
+        except Exception:
+            log.exception("worker.instances_unreadable", study_uid=study.study_uid)
+            return None
+        for instance in instances:
+            header = self._read_header(instance)
+            if header is not None:
+                return header
+        return None
 
     def _notify(self) -> None:
         """Tell the sender a result is waiting (it would otherwise find it at its next run)."""
@@ -419,11 +465,14 @@ class InferenceWorker:
         )
 
     def _read_header(self, image: InstanceFacts) -> Dataset | None:
+        """The image's header for a failure report, or ``None`` when it cannot be read."""
         try:
             return self._read(image, pixels=False)
         except OutputError as exc:
             log.warning("worker.unreadable_source", reason=str(exc))
-            return None
+        except Exception as exc:  # whatever a damaged file raises: the report goes on
+            log.warning("worker.unreadable_source", reason=f"{type(exc).__name__}: {exc}")
+        return None
 
     def _write(self, study: StudyRef, objects: Sequence[ResultObject]) -> list[NewDelivery]:
         """Write every object to the spool durably; one delivery per destination that wants it."""
