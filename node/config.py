@@ -254,6 +254,12 @@ class WorkerSettings(_Section):
     enabled: bool = True
     """``serve`` runs an inference worker; false leaves inference to ``breast-node worker``
     processes sharing the database and spool (the node still receives and sends)."""
+    max_attempts: int = Field(default=3, strict=True, ge=1, le=100)
+    """Claims for inference of one study generation before it is failed instead. A study is
+    claimed again when its worker stopped without finishing it (crashed, killed, lost its
+    lease): an image that kills the process would otherwise make a restarted node claim
+    it, and die, forever. The failed study gets its failure report; ``breast-node retry``
+    queues it again with fresh attempts."""
 
 
 class SendingSettings(_Section):

@@ -51,6 +51,7 @@ from node.db.queue import (
     renew_lease,
     save_result,
     transition,
+    unclaim,
 )
 from node.db.records import (
     AttemptOutcome,
@@ -99,5 +100,6 @@ __all__ = [
     "renew_lease",
     "save_result",
     "transition",
+    "unclaim",
     "utcnow",
 ]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
@@ -74,8 +75,15 @@ def _v3(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=_tables("audit_events"))
 
 
+def _v4(conn: Connection) -> None:
+    # attempts at inferring each study generation (worker.max_attempts); version 1 made
+    # the table from the current model, which has the column already
+    if "attempts" not in {column["name"] for column in inspect(conn).get_columns("studies")}:
+        conn.execute(text("ALTER TABLE studies ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+
+
 #: Forward migrations: index i brings the schema from version i to i + 1.
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3)
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -84,6 +84,8 @@ class StudyRef:
     state_changed_at: datetime
     claimed_by: str | None = None
     lease_expires_at: datetime | None = None
+    attempts: int = 0
+    """Claims for inference of this generation, this one included."""
 
     @classmethod
     def of(cls, study: Study) -> StudyRef:
@@ -101,6 +103,7 @@ class StudyRef:
             state_changed_at=study.state_changed_at,
             claimed_by=study.claimed_by,
             lease_expires_at=study.lease_expires_at,
+            attempts=study.attempts,
         )
 
 

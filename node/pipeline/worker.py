@@ -21,7 +21,9 @@ from the images' headers, a minimal one that needs nothing from them is sent ins
 (:mod:`node.outputs.minimal`). A crash at any point leaves the study
 in ``processing`` under a lease that expires; the study is then claimed again and
 rebuilt with the same UIDs (they are derived from the study, the generation, the kind,
-the source image and the model version), so nothing is duplicated.
+the source image and the model version), so nothing is duplicated. A study claimed more
+than ``worker.max_attempts`` times in one generation is failed instead (with its failure
+report): an image that kills the process must not be claimed after every restart.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from node.db import (
     StudyState,
     claim_next,
     save_result,
-    transition,
+    unclaim,
 )
 from node.db.reads import instances_of
 from node.errors import NodeError, OutputError
@@ -178,7 +180,7 @@ class InferenceWorker:
         if batch is not None:
             try:
                 for study in batch.studies:
-                    if transition(self.session_factory, study, StudyState.QUEUED) is not None:
+                    if unclaim(self.session_factory, study) is not None:
                         log.info("worker.unclaimed", study_uid=study.study_uid)
             finally:
                 batch.leases.close()
@@ -222,6 +224,8 @@ class InferenceWorker:
             claimed: list[_Claimed] = []
             for study in studies:
                 images = self._eligible_images(study)
+                if self._given_up(study, images):
+                    continue
                 if images:
                     claimed.append(_Claimed(study, images))
                 else:
@@ -248,6 +252,21 @@ class InferenceWorker:
         except BaseException:
             leases.close()
             raise
+
+    def _given_up(self, study: StudyRef, images: Sequence[InstanceFacts]) -> bool:
+        """Fail a study claimed more than ``worker.max_attempts`` times in this generation
+        (each earlier worker stopped without finishing it: an image that kills the process
+        would otherwise be claimed after every restart); True when it did."""
+        limit = self.settings.worker.max_attempts
+        if study.attempts <= limit:
+            return False
+        reason = (
+            f"gave up after {limit} attempts to infer it: each time, the process inferring "
+            "it stopped before it finished (crashed, was killed or lost its lease; "
+            "worker.max_attempts)"
+        )
+        self._fail(study, images, reason)
+        return True
 
     def _next_is_ready(self) -> bool:
         """Whether the prefetch found another batch (waits for it to finish claiming)."""

@@ -25,8 +25,10 @@ from node.db import (
     record_instance,
     renew_lease,
     transition,
+    unclaim,
 )
 from node.db.models import Base, SchemaVersion
+from node.db.queue import reprocess
 from node.db.reads import count_by_state, events_of
 from node.db.records import StudyRef
 from tests.helpers.postgres import postgres_server
@@ -87,6 +89,43 @@ def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
     assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert count_by_state(open_database(url))["receiving"] == 1
+
+
+def test_a_version_3_database_gains_attempts_and_keeps_its_studies(database_url: str) -> None:
+    """A database made before ``studies.attempts`` existed (schema version 3)."""
+    db = open_database(database_url)
+    record_instance(db, facts())
+    engine = db.kw["bind"]
+    with engine.begin() as conn:  # back to what version 3 made
+        conn.execute(text("ALTER TABLE studies DROP COLUMN attempts"))
+        conn.execute(text("DELETE FROM schema_version WHERE version > 3"))
+    engine.dispose()
+    db = open_database(database_url)
+    try:
+        ref = study_ref(db)
+        assert (ref.study_uid, ref.attempts) == ("1.2.3", 0)
+        with db() as session:
+            versions = session.scalars(select(SchemaVersion.version)).all()
+        assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        db.kw["bind"].dispose()
+
+
+def test_attempts_count_claims_of_a_generation(db: SessionFactory) -> None:
+    record_instance(db, facts())
+    transition(db, study_ref(db), StudyState.QUEUED)
+    first = claim_next(db, "w1", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert first is not None and first.attempts == 1
+    back = unclaim(db, first)  # a worker stopping before it began: not an attempt
+    assert back is not None and (back.state, back.attempts) == (StudyState.QUEUED, 0)
+    claimed = claim_next(db, "w1", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert claimed is not None and claimed.attempts == 1
+    assert renew_lease(db, claimed, lease_seconds=-1)  # w1 died
+    again = claim_next(db, "w2", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert again is not None and again.attempts == 2
+    assert transition(db, again, StudyState.FAILED, "x") is not None
+    assert "queued as generation 2" in reprocess(db, "1.2.3")
+    assert study_ref(db).attempts == 0  # a new generation starts afresh
 
 
 def test_record_new_duplicate_and_late(db: SessionFactory) -> None:

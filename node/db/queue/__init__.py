@@ -42,6 +42,7 @@ from node.db.queue.studies import (
     reprocess,
     requeue,
     transition,
+    unclaim,
 )
 
 __all__ = [
@@ -67,5 +68,6 @@ __all__ = [
     "retry_failed",
     "save_result",
     "transition",
+    "unclaim",
     "unreferenced_files",
 ]

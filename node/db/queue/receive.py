@@ -117,6 +117,7 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
                 state_changed_at=now,
                 claimed_by=None,
                 lease_expires_at=None,
+                attempts=0,
             )
             add_event(session, study.id, "reopened", {**detail, "generation": generation})
         else:

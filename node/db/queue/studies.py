@@ -34,6 +34,7 @@ __all__ = [
     "reprocess",
     "requeue",
     "transition",
+    "unclaim",
 ]
 
 
@@ -73,8 +74,9 @@ def claim_next(
     """Claim the oldest study in ``from_state`` (or one in ``to_state`` whose lease expired).
 
     The claim moves it to ``to_state`` with ``claimed_by = worker_id`` and a lease of
-    ``lease_seconds``; renew it with :func:`renew_lease` while working. Returns ``None``
-    when there is nothing to claim.
+    ``lease_seconds``, and counts one more attempt (``attempts``: the worker gives up on a
+    study claimed too often, see ``worker.max_attempts``); renew it with
+    :func:`renew_lease` while working. Returns ``None`` when there is nothing to claim.
     """
     now = utcnow()
     claimable = or_(
@@ -107,6 +109,7 @@ def claim_next(
                     claimed_by=worker_id,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     state_changed_at=now,
+                    attempts=Study.attempts + 1,
                 ),
             )
             if claimed != 1:
@@ -240,6 +243,24 @@ def transition(
     return StudyRef.of(row)
 
 
+def unclaim(session_factory: SessionFactory, study: StudyRef) -> StudyRef | None:
+    """Give a claimed study back to ``queued`` untouched (a worker stopping before it began
+    on it), taking back the attempt its claim counted. ``None`` when it changed meanwhile."""
+    with session_factory.begin() as session:
+        moved = transition(session_factory, study, StudyState.QUEUED, session=session)
+        if moved is None:
+            return None
+        changed_rows(
+            session,
+            update(Study)
+            .where(Study.id == study.id, Study.attempts > 0)
+            .values(attempts=Study.attempts - 1),
+        )
+        row = session.get(Study, study.id, populate_existing=True)
+        assert row is not None
+        return StudyRef.of(row)
+
+
 def requeue(session: Session, study: Study, event: str, detail: dict[str, Any]) -> int:
     """Move ``study`` to ``queued`` as a new generation, in the caller's transaction.
 
@@ -257,6 +278,7 @@ def requeue(session: Session, study: Study, event: str, detail: dict[str, Any]) 
             state_changed_at=utcnow(),
             claimed_by=None,
             lease_expires_at=None,
+            attempts=0,
         ),
     )
     if moved != 1:
