@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SessionFactory",
     "changed_rows",
+    "database_now",
     "init_schema",
     "make_engine",
     "open_database",
@@ -54,6 +56,23 @@ def changed_rows(session: Session, statement: Update | Delete) -> int:
     """
     result = session.execute(statement.execution_options(synchronize_session=False))
     return int(cast("CursorResult[Any]", result).rowcount)
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's clock, as timezone-aware UTC: what every lease is set and
+    judged by, so that nodes and workers on machines whose clocks disagree never take a
+    study whose lease has not run out (or keep one whose lease has).
+
+    PostgreSQL: ``clock_timestamp()`` on the server. SQLite has no server: its file is on
+    this machine, so this machine's clock is the database's.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        value = session.scalar(select(func.clock_timestamp()))
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise StorageError(f"the database returned no time zone with its clock: {value!r}")
+        return value.astimezone(timezone.utc)
+    return utcnow()
 
 
 def _tables(*names: str) -> list[Table]:

@@ -15,7 +15,11 @@ a failure report: ``failed`` with the inference failure as the reason), ``failed
 naming each destination that could not be reached, and why, otherwise.
 
 Idempotent: a delivery recorded as sent is never sent again; one whose outcome was
-lost in a crash is sent again with the same SOP Instance UID and file name.
+lost in a crash is sent again with the same SOP Instance UID and file name. A sender
+that lost its claim on a study (its lease ran out by the database's clock and another
+sender took the study over) sends nothing more of it and records nothing: before each
+destination's batch it checks that it still holds each study, and an attempt is
+recorded only while it does.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from node.db import (
     claim_sending,
     due_deliveries,
     finish_sending,
+    held_claims,
     record_attempts,
     utcnow,
 )
@@ -111,13 +116,17 @@ class Sender:
             names, batches = list(by_destination), list(by_destination.values())
             with ThreadPoolExecutor(max(len(names), 1), "deliver") as pool:
                 for outcomes in pool.map(self._deliver, names, batches):
-                    record_attempts(self.session_factory, outcomes)
+                    if outcomes:
+                        record_attempts(self.session_factory, outcomes, holder=self.worker_id)
         for study in studies:
             self._finish(study)
         return len(studies)
 
     # ------------------------------------------------------------- delivering
     def _deliver(self, name: str, items: Sequence[_Item]) -> list[AttemptOutcome]:
+        items = self._still_held(name, items)
+        if not items:
+            return []
         destination = self._destinations.get(name)
         if destination is None:
             error = f"destination {name} is no longer configured"
@@ -133,6 +142,21 @@ class Sender:
         ]
         _log_pass(name, items, outcomes)
         return outcomes
+
+    def _still_held(self, name: str, items: Sequence[_Item]) -> list[_Item]:
+        """The items whose study this sender still holds, its lease running by the
+        database's clock: no other sender can claim those before this one is done. The
+        others are neither sent nor recorded (their new holder does both)."""
+        held = held_claims(self.session_factory, {item.study for item in items})
+        lost = sorted({item.study.study_uid for item in items if item.study.id not in held})
+        if lost:
+            log.warning(
+                "sending.lease_lost",
+                destination=name,
+                studies=lost,
+                consequence="not sent; the study's new holder sends it",
+            )
+        return [item for item in items if item.study.id in held]
 
     def _outcome(
         self, item: _Item, result: StoreOutcome, now: datetime, *, retry: bool

@@ -50,6 +50,7 @@ from node.db import (
     StudyRef,
     StudyState,
     claim_next,
+    held_claims,
     save_result,
     unclaim,
 )
@@ -310,7 +311,15 @@ class InferenceWorker:
         """Build, store and hand over each study's results; then let the leases go."""
         try:
             share = max(1, len(batch.claimed))
+            held = self._held([item.study for item in batch.claimed])
             for item, outcome in zip(batch.claimed, outcomes, strict=True):
+                if item.study.id not in held:
+                    log.warning(
+                        "worker.lease_lost",
+                        study_uid=item.study.study_uid,
+                        consequence="nothing built or stored; the study's new holder infers it",
+                    )
+                    continue
                 try:
                     if isinstance(outcome, StudyResult):
                         self._succeed(item, outcome, infer_seconds / share, batch.prepare_s / share)
@@ -320,6 +329,15 @@ class InferenceWorker:
                     log.exception("worker.finish_crashed", study_uid=item.study.study_uid)
         finally:
             batch.leases.close()
+
+    def _held(self, studies: Sequence[StudyRef]) -> set[int]:
+        """The studies this worker still holds (:func:`node.db.held_claims`); all of them
+        when the database cannot say (storing a result is conditional on the claim anyway)."""
+        try:
+            return held_claims(self.session_factory, studies)
+        except Exception:
+            log.exception("worker.claims_unknown")
+            return {study.id for study in studies}
 
     def _eligible_images(self, study: StudyRef) -> tuple[InstanceFacts, ...]:
         rules = self.settings.eligibility.rules

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,11 +26,10 @@ from node.db import (
     transition,
     unclaim,
 )
-from node.db.models import Base, SchemaVersion
+from node.db.models import SchemaVersion
 from node.db.queue import reprocess
 from node.db.reads import count_by_state, events_of
 from node.db.records import StudyRef
-from tests.helpers.postgres import postgres_server
 
 
 def facts(study: str = "1.2.3", sop: str = "1.2.3.1", **extra: object) -> InstanceFacts:
@@ -237,29 +235,6 @@ def _claim_all(url: str, worker: str) -> list[int]:
     finally:
         db.kw["bind"].dispose()
     return mine
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str | None]:
-    """A real PostgreSQL server for the session (Debian's postgresql), when installed."""
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None) -> str:
-    """A fresh SQLite file; and a PostgreSQL database, emptied (``make test`` installs the
-    server; ``BREAST_NODE_TEST_POSTGRES`` may name another)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'node.db'}"
-    url = postgres_url
-    if not url:
-        pytest.skip("no PostgreSQL server: install Debian's postgresql to test the shared queue")
-    engine = make_engine(url)
-    Base.metadata.drop_all(engine)
-    SchemaVersion.__table__.drop(engine, checkfirst=True)  # type: ignore[attr-defined]
-    engine.dispose()
-    return url
 
 
 def test_concurrent_claims_with_threads_never_share_a_study(database_url: str) -> None:

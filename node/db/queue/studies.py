@@ -4,7 +4,9 @@ Every function is one transaction (or runs in the caller's, where it takes a ses
 Changes are conditional ``UPDATE``s (``WHERE state = ... AND generation = ...``), so they
 are atomic on SQLite and PostgreSQL alike: two workers never claim the same study, and a
 stage whose study was reopened by a late instance (a new ``generation``) cannot
-overwrite the newer state.
+overwrite the newer state. Leases are set and judged by the database's clock
+(:func:`~node.db.engine.database_now`), so machines whose clocks disagree still agree on
+when a lease runs out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from node.db.engine import SessionFactory, changed_rows
+from node.db.engine import SessionFactory, changed_rows, database_now
 from node.db.models import Study, StudyEvent, StudyState, utcnow
 from node.db.records import StudyRef
 from node.errors import NodeError
@@ -28,6 +30,7 @@ __all__ = [
     "claim_next",
     "expire_claims",
     "find_study",
+    "held_claims",
     "record_event",
     "release_claim",
     "renew_lease",
@@ -78,23 +81,26 @@ def claim_next(
     study claimed too often, see ``worker.max_attempts``); renew it with
     :func:`renew_lease` while working. Returns ``None`` when there is nothing to claim.
     """
-    now = utcnow()
-    claimable = or_(
-        Study.state == from_state.value,
-        and_(Study.state == to_state.value, Study.lease_expires_at < now),
-    )
     with session_factory() as session:
+        now = database_now(session)
         candidates = session.execute(
             select(Study.id, Study.state, Study.generation)
-            .where(claimable)
+            .where(
+                or_(
+                    Study.state == from_state.value,
+                    and_(Study.state == to_state.value, Study.lease_expires_at < now),
+                )
+            )
             .order_by(Study.state_changed_at, Study.id)
             .limit(8)
         ).all()
     for study_id, state, generation in candidates:
-        # rows in from_state carry no claim (every transition releases it); a row already
-        # in to_state is claimable only while its lease stays expired
-        expired = [] if state == from_state.value else [Study.lease_expires_at < now]
         with session_factory.begin() as session:
+            # leases are set and judged by the database's clock, never this machine's
+            now = database_now(session)
+            # rows in from_state carry no claim (every transition releases it); a row
+            # already in to_state is claimable only while its lease stays expired
+            expired = [] if state == from_state.value else [Study.lease_expires_at < now]
             claimed = changed_rows(
                 session,
                 update(Study)
@@ -108,7 +114,7 @@ def claim_next(
                     state=to_state.value,
                     claimed_by=worker_id,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    state_changed_at=now,
+                    state_changed_at=utcnow(),
                     attempts=Study.attempts + 1,
                 ),
             )
@@ -142,13 +148,31 @@ def _unchanged(study: StudyRef) -> list[ColumnElement[bool]]:
 def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds: float) -> bool:
     """Extend the lease of a study this worker holds; False if it lost the claim."""
     with session_factory.begin() as session:
+        expires = database_now(session) + timedelta(seconds=lease_seconds)
         renewed = changed_rows(
-            session,
-            update(Study)
-            .where(*_unchanged(study))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+            session, update(Study).where(*_unchanged(study)).values(lease_expires_at=expires)
         )
         return renewed == 1
+
+
+def held_claims(session_factory: SessionFactory, studies: Iterable[StudyRef]) -> set[int]:
+    """The ids of ``studies`` whose claim (as in the snapshot) is still held and whose lease
+    has not run out by the database's clock: what a stage may still act on. Nobody else
+    can claim such a study before the lease runs out."""
+    snapshots = list(studies)
+    if not snapshots:
+        return set()
+    with session_factory() as session:
+        now = database_now(session)
+        return {
+            int(study_id)
+            for study_id in session.scalars(
+                select(Study.id).where(
+                    or_(*(and_(*_unchanged(study)) for study in snapshots)),
+                    Study.lease_expires_at > now,
+                )
+            )
+        }
 
 
 def claim_holders(session_factory: SessionFactory) -> set[str]:
@@ -167,11 +191,10 @@ def expire_claims(session_factory: SessionFactory, holders: Iterable[str]) -> in
     if not names:
         return 0
     with session_factory.begin() as session:
+        expired = database_now(session) - timedelta(seconds=1)
         return changed_rows(
             session,
-            update(Study)
-            .where(Study.claimed_by.in_(names))
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1)),
+            update(Study).where(Study.claimed_by.in_(names)).values(lease_expires_at=expired),
         )
 
 
