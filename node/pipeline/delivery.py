@@ -4,7 +4,8 @@ One :meth:`Sender.step` claims up to ``sending.batch_studies`` studies in ``send
 that have a delivery due, and works through their due deliveries destination by
 destination: one association per DICOM destination (C-STORE of exactly the SOP
 classes needed, in Explicit VR Little Endian), or atomic file writes for a folder
-destination (``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``). Every
+destination (``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``, files ``0600``
+in folders ``0700``, like the spool: they carry the patient's name and ID). Every
 attempt is recorded on its delivery row. A failed attempt is retried after
 ``backoff_initial_seconds * 2**(attempts - 1)`` seconds (at most
 ``backoff_max_seconds``), up to ``sending.max_attempts`` attempts.
@@ -24,6 +25,7 @@ recorded only while it does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ from node.dicom.scu import Peer, StoreOutcome, store_datasets
 from node.errors import SendError
 from node.imaging.dataset import read_dataset
 from node.pipeline.lease import keep_leases
-from node.spool import Spool, uid_component, write_atomically
+from node.spool import DIR_MODE, FILE_MODE, Spool, uid_component, write_atomically
 
 __all__ = ["Sender", "backoff_seconds", "write_file_atomically"]
 
@@ -74,12 +76,30 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent, old or whole.
 
     A hidden temporary file in the same folder is written, fsynced and renamed over
-    ``path``, then the folder is fsynced. Raises :class:`OSError`.
+    ``path``, then the folder is fsynced. Result objects carry the patient's name and ID:
+    like the spool, the file is readable by the service user only (``0600``) and every
+    folder this creates is accessible by it only (``0700``), whatever the umask; folders
+    that exist already (the destination's own, made by an administrator) keep their mode.
+    Raises :class:`OSError`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_folders(path.parent)
     # one temporary name per target: the retry after a crash mid-write reuses and
-    # renames it, so no half-written file is left behind in the destination folder
-    write_atomically(path, [data], tmp=path.parent / f".{path.name}.part", mode=0o644)
+    # renames it, so no half-written file is left behind in the destination folder; it is
+    # made anew, so that it has the mode asked for whatever an earlier one had
+    tmp = path.parent / f".{path.name}.part"
+    tmp.unlink(missing_ok=True)
+    write_atomically(path, [data], tmp=tmp, mode=FILE_MODE)
+
+
+def _private_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode ``0700``."""
+    missing: list[Path] = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(created, DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
 
 
 class Sender:
