@@ -289,12 +289,7 @@ class StorageSCP:
             try:
                 size = self.spool.adopt(relative, received)
             except StorageError as exc:
-                bound.error(
-                    "store.failed",
-                    status=status.describe(status.PROCESSING_FAILURE),
-                    reason=str(exc),
-                )
-                return status.PROCESSING_FAILURE
+                return _processing_failure(bound, str(exc))
             facts = replace(facts, path=relative, size_bytes=size)
             try:
                 outcome = record_instance(
@@ -302,12 +297,7 @@ class StorageSCP:
                 )
             except SQLAlchemyError as exc:
                 self._discard_unrecorded(relative, bound, existed=existed)
-                bound.error(
-                    "store.failed",
-                    status=status.describe(status.PROCESSING_FAILURE),
-                    reason=f"database: {type(exc).__name__}",
-                )
-                return status.PROCESSING_FAILURE
+                return _processing_failure(bound, f"database: {type(exc).__name__}")
             if outcome is RecordOutcome.CONFLICT:
                 return self._refuse_conflict(relative, bound, existed=existed)
         bound.info(
@@ -342,3 +332,9 @@ class StorageSCP:
             reason="the SOP Instance UID is recorded under another study",
         )
         return status.DUPLICATE_SOP_INSTANCE
+
+
+def _processing_failure(bound: Any, reason: str) -> int:
+    """Log why the spool or the database could not take the instance; Processing Failure."""
+    bound.error("store.failed", status=status.describe(status.PROCESSING_FAILURE), reason=reason)
+    return status.PROCESSING_FAILURE

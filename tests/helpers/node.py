@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ __all__ = [
     "Node",
     "StoreSCP",
     "Worker",
+    "healthz",
     "kill_while_receiving",
     "node_status",
     "send_logging_acks",
@@ -86,6 +89,17 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    """``GET /healthz`` of the node whose monitoring endpoint is on ``port``: the HTTP
+    status and the JSON answer."""
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def node_status(config: Path) -> dict[str, Any]:

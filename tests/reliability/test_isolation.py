@@ -5,11 +5,8 @@ and a real decompression bomb (a JPEG 2000 stream of a few hundred bytes declari
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from node.config import Settings, load_settings
 from node.db import SessionFactory, Study, open_database
 from node.dicom import status
 from tests.conftest import wait_until
-from tests.helpers.node import Node, Worker
+from tests.helpers.node import Node, Worker, healthz
 from tests.reliability.conftest import TERMINAL, serve_config
 from tests.reliability.test_bad_input import encode, fresh, send_raw
 
@@ -73,12 +70,7 @@ class Running:
         return self.studies()
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.settings.http.port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return healthz(self.settings.http.port)
 
     def output_files(self, study_uid: str) -> list[Path]:
         folder = self.config.parent / "var" / "out" / study_uid

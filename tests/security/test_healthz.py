@@ -4,12 +4,8 @@ with DICOM TLS the probe speaks TLS."""
 
 from __future__ import annotations
 
-import json
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -18,20 +14,12 @@ from node.config import Settings
 from node.http.health import check_health
 from node.http.view import NodeView
 from node.spool import Spool
+from tests.helpers.node import healthz
 from tests.security.conftest import Pki
 
 pytestmark = pytest.mark.peers
 
 NodeFactory = Callable[..., tuple[NodeService, Settings]]
-
-
-def healthz(settings: Settings) -> tuple[int, dict[str, Any]]:
-    url = f"http://127.0.0.1:{settings.http.port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
@@ -79,7 +67,7 @@ def test_an_allow_list_that_refuses_the_probe_is_still_an_answer(
     node_factory: NodeFactory,
 ) -> None:
     _, settings = node_factory(security={"allowed_calling_ae_titles": ["MODALITY"]})
-    code, health = healthz(settings)
+    code, health = healthz(settings.http.port)
     assert code == 200, health
     assert "allow-lists refused" in health["checks"]["listener"]["detail"]
 
@@ -87,7 +75,7 @@ def test_an_allow_list_that_refuses_the_probe_is_still_an_answer(
 def test_the_probe_speaks_tls_to_a_tls_listener(node_factory: NodeFactory, pki: Pki) -> None:
     tls = {"certificate": str(pki.server_cert), "private_key": str(pki.server_key)}
     _, settings = node_factory(security={"tls": tls})
-    code, health = healthz(settings)
+    code, health = healthz(settings.http.port)
     assert code == 200, health
     assert "answered C-ECHO over TLS" in health["checks"]["listener"]["detail"]
 
@@ -95,6 +83,6 @@ def test_the_probe_speaks_tls_to_a_tls_listener(node_factory: NodeFactory, pki: 
     # and that refusal is the listener's answer
     strict = {**tls, "ca_certificates": str(pki.ca), "require_client_cert": True}
     _, settings = node_factory(security={"tls": strict})
-    code, health = healthz(settings)
+    code, health = healthz(settings.http.port)
     assert code == 200, health
     assert "answered the TLS handshake" in health["checks"]["listener"]["detail"]
