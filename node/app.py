@@ -196,6 +196,7 @@ class NodeService:
             counters=self.counters,
             listener_port=lambda: self.scp.port if self.scp is not None else None,
             model=self._model_name,
+            decoders=self._decoder_state,
         )
         server = MonitoringServer(view, self.settings.http)
         try:
@@ -224,6 +225,10 @@ class NodeService:
             return None
         card = self.engine.card
         return f"{card.name} {card.version}"
+
+    def _decoder_state(self) -> tuple[bool, str] | None:
+        state = None if self.engine is None else self.engine.decoder_state()
+        return None if state is None else (state.ok, state.detail)
 
     def _add_job(self, func: Any, seconds: float, *args: Any) -> None:
         assert self._scheduler is not None

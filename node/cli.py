@@ -231,6 +231,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         f"({report.files} files, {report.bytes / 1e6:.1f} MB) and "
         f"{report.audit_events} audit events"
     )
+    if report.kept:
+        print(f"kept {report.kept} files: the same instances arrived again meanwhile")
     return 0
 
 

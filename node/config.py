@@ -257,6 +257,12 @@ class WorkerSettings(_Section):
     enabled: bool = True
     """``serve`` runs an inference worker; false leaves inference to ``breast-node worker``
     processes sharing the database and spool (the node still receives and sends)."""
+    max_attempts: int = Field(default=3, strict=True, ge=1, le=100)
+    """Claims for inference of one study generation before it is failed instead. A study is
+    claimed again when its worker stopped without finishing it (crashed, killed, lost its
+    lease): an image that kills the process would otherwise make a restarted node claim
+    it, and die, forever. The failed study gets its failure report; ``breast-node retry``
+    queues it again with fresh attempts."""
 
 
 class SendingSettings(_Section):
@@ -489,6 +495,13 @@ class InferenceSettings(_Section):
     """Processes that read, decode and preprocess images in parallel; 0 decodes in the
     worker itself. The JPEG 2000 and JPEG decoders hold Python's lock, so only processes
     decode several images at once: worth it on a GPU machine with spare cores."""
+    max_image_bytes: int = Field(default=256 * 1024**2, strict=True, ge=1024**2, le=64 * 1024**3)
+    """Largest image decoded, in bytes: Rows x Columns x Number of Frames x Samples per
+    Pixel x bytes per sample, as the header and (JPEG 2000, JPEG, JPEG-LS) the compressed
+    stream declare it, checked before any pixel is decoded. A larger image fails its study
+    with a reason naming this setting (a decompression bomb: a few KB declaring
+    gigabytes). The default, 256 MiB, is about five times the image of the largest
+    mammography detectors (5928 x 4728 at 16 bits: 53 MiB)."""
 
 
 SeriesNumber = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]

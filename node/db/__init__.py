@@ -44,6 +44,7 @@ from node.db.queue import (
     due_deliveries,
     expire_claims,
     finish_sending,
+    held_claims,
     record_attempts,
     record_event,
     record_instance,
@@ -51,6 +52,7 @@ from node.db.queue import (
     renew_lease,
     save_result,
     transition,
+    unclaim,
 )
 from node.db.records import (
     AttemptOutcome,
@@ -89,6 +91,7 @@ __all__ = [
     "due_deliveries",
     "expire_claims",
     "finish_sending",
+    "held_claims",
     "init_schema",
     "make_engine",
     "open_database",
@@ -99,5 +102,6 @@ __all__ = [
     "renew_lease",
     "save_result",
     "transition",
+    "unclaim",
     "utcnow",
 ]

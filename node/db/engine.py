@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
@@ -32,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SessionFactory",
     "changed_rows",
+    "database_now",
     "init_schema",
     "make_engine",
     "open_database",
@@ -55,6 +58,23 @@ def changed_rows(session: Session, statement: Update | Delete) -> int:
     return int(cast("CursorResult[Any]", result).rowcount)
 
 
+def database_now(session: Session) -> datetime:
+    """The database server's clock, as timezone-aware UTC: what every lease is set and
+    judged by, so that nodes and workers on machines whose clocks disagree never take a
+    study whose lease has not run out (or keep one whose lease has).
+
+    PostgreSQL: ``clock_timestamp()`` on the server. SQLite has no server: its file is on
+    this machine, so this machine's clock is the database's.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        value = session.scalar(select(func.clock_timestamp()))
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise StorageError(f"the database returned no time zone with its clock: {value!r}")
+        return value.astimezone(timezone.utc)
+    return utcnow()
+
+
 def _tables(*names: str) -> list[Table]:
     return [Base.metadata.tables[name] for name in names]
 
@@ -74,8 +94,15 @@ def _v3(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=_tables("audit_events"))
 
 
+def _v4(conn: Connection) -> None:
+    # attempts at inferring each study generation (worker.max_attempts); version 1 made
+    # the table from the current model, which has the column already
+    if "attempts" not in {column["name"] for column in inspect(conn).get_columns("studies")}:
+        conn.execute(text("ALTER TABLE studies ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+
+
 #: Forward migrations: index i brings the schema from version i to i + 1.
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3)
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "result_counts",
     "results_of",
     "show_study",
+    "study_known",
 ]
 
 
@@ -259,6 +260,13 @@ def list_studies(
             )
         )
     return rows
+
+
+def study_known(session_factory: SessionFactory, study_uid: str) -> bool:
+    """Whether a study with this Study Instance UID is in the database."""
+    with session_factory() as session:
+        found = session.scalar(select(Study.id).where(Study.study_uid == study_uid).limit(1))
+    return found is not None
 
 
 def show_study(session_factory: SessionFactory, study_uid: str) -> dict[str, Any]:

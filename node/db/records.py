@@ -63,6 +63,9 @@ class RecordOutcome(str, Enum):
     OWN_RESULT = "own_result"
     """One of the node's own result objects, sent back by the archive: stored and recorded,
     the study is unchanged whatever ``late_policy`` says."""
+    CONFLICT = "conflict"
+    """The SOP Instance UID is recorded under another study: nothing was recorded (an
+    ``instance_conflict`` event on that study says so); the listener refuses it."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class StudyRef:
     state_changed_at: datetime
     claimed_by: str | None = None
     lease_expires_at: datetime | None = None
+    attempts: int = 0
+    """Claims for inference of this generation, this one included."""
 
     @classmethod
     def of(cls, study: Study) -> StudyRef:
@@ -98,6 +103,7 @@ class StudyRef:
             state_changed_at=study.state_changed_at,
             claimed_by=study.claimed_by,
             lease_expires_at=study.lease_expires_at,
+            attempts=study.attempts,
         )
 
 

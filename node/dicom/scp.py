@@ -24,13 +24,15 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.config import Settings
-from node.db import InstanceFacts, SessionFactory, record_instance
+from node.db import InstanceFacts, RecordOutcome, SessionFactory, record_instance
+from node.db.queue import unreferenced_files
 from node.dicom import status
 from node.dicom.contexts import SupportedContexts, add_scp_contexts
 from node.dicom.security import AssociationPolicy, server_context
 from node.dicom.transport import RequestHandler
 from node.errors import SpoolFullError, StorageError
 from node.imaging.dataset import laterality_of, view_of
+from node.locks import study_lock
 from node.spool import Spool
 
 __all__ = ["StorageSCP", "read_facts"]
@@ -159,8 +161,10 @@ class StorageSCP:
     disk and in the database (also for a resent instance); Out of Resources (A700) when
     the spool is over its watermark; Data Set Does Not Match SOP Class (A900) when UIDs
     are missing or contradict the command; Cannot Understand (C000) when the data set
-    cannot be parsed; Processing Failure (0110) when the disk or database fails (a file
-    written for an instance the database could not record is removed again).
+    cannot be parsed; Duplicate SOP Instance (0111) when the SOP Instance UID is already
+    recorded under another study (nothing is stored); Processing Failure (0110) when the
+    disk or database fails (a file written for an instance the database could not record
+    is removed again, unless a row names it).
 
     Associations from addresses or calling AE titles outside the ``security`` allow-lists
     are rejected (:class:`~node.dicom.security.AssociationPolicy`); with ``security.tls``
@@ -278,28 +282,24 @@ class StorageSCP:
         bound = bound.bind(study_uid=facts.study_uid)
 
         relative = self.spool.relative_path(facts.study_uid, facts.sop_instance_uid)
-        resent = self.spool.path(relative).exists()
-        try:
-            size = self.spool.adopt(relative, received)
-        except StorageError as exc:
-            bound.error(
-                "store.failed", status=status.describe(status.PROCESSING_FAILURE), reason=str(exc)
-            )
-            return status.PROCESSING_FAILURE
-        facts = replace(facts, path=relative, size_bytes=size)
-        try:
-            outcome = record_instance(
-                self.session_factory, facts, late_policy=self.settings.completion.late_policy
-            )
-        except SQLAlchemyError as exc:
-            if not resent:  # not recorded, not acknowledged: leave no unrecorded file behind
-                self.spool.discard(relative)
-            bound.error(
-                "store.failed",
-                status=status.describe(status.PROCESSING_FAILURE),
-                reason=f"database: {type(exc).__name__}",
-            )
-            return status.PROCESSING_FAILURE
+        # the file is placed and its row committed under the study's lock, under which
+        # alone a received file is ever deleted (purge, a failed or refused duplicate)
+        with study_lock(self.spool.root, facts.study_uid):
+            existed = self.spool.path(relative).exists()
+            try:
+                size = self.spool.adopt(relative, received)
+            except StorageError as exc:
+                return _processing_failure(bound, str(exc))
+            facts = replace(facts, path=relative, size_bytes=size)
+            try:
+                outcome = record_instance(
+                    self.session_factory, facts, late_policy=self.settings.completion.late_policy
+                )
+            except SQLAlchemyError as exc:
+                self._discard_unrecorded(relative, bound, existed=existed)
+                return _processing_failure(bound, f"database: {type(exc).__name__}")
+            if outcome is RecordOutcome.CONFLICT:
+                return self._refuse_conflict(relative, bound, existed=existed)
         bound.info(
             "instance.stored",
             outcome=outcome.value,
@@ -308,3 +308,33 @@ class StorageSCP:
             transfer_syntax=facts.transfer_syntax_uid,
         )
         return status.SUCCESS
+
+    def _discard_unrecorded(self, relative: str, bound: Any, *, existed: bool) -> None:
+        """Remove a file placed for an instance that was not recorded, unless a row names
+        it. Call under the study's lock, with ``existed``: whether the file was there
+        before it was placed. When it was not, no row can name it (rows of this file are
+        made under the same lock) and it goes; when it was (the same instance acknowledged
+        before), it goes only if the database says no row names it: an unrecorded file
+        costs space, a deleted acknowledged one loses an image."""
+        try:
+            if not existed or unreferenced_files(self.session_factory, [relative]):
+                self.spool.discard(relative)
+        except (SQLAlchemyError, StorageError) as exc:
+            bound.warning("store.file_kept", reason=f"{type(exc).__name__}: {exc}")
+
+    def _refuse_conflict(self, relative: str, bound: Any, *, existed: bool) -> int:
+        """Duplicate SOP Instance: the UID is recorded under another study (see
+        :func:`node.db.queue.record_instance`); nothing is kept of this one."""
+        self._discard_unrecorded(relative, bound, existed=existed)
+        bound.warning(
+            "store.refused",
+            status=status.describe(status.DUPLICATE_SOP_INSTANCE),
+            reason="the SOP Instance UID is recorded under another study",
+        )
+        return status.DUPLICATE_SOP_INSTANCE
+
+
+def _processing_failure(bound: Any, reason: str) -> int:
+    """Log why the spool or the database could not take the instance; Processing Failure."""
+    bound.error("store.failed", status=status.describe(status.PROCESSING_FAILURE), reason=reason)
+    return status.PROCESSING_FAILURE

@@ -27,11 +27,13 @@ from node.dicom.security import ClientContext, client_context
 from node.errors import SendError
 
 __all__ = [
+    "EchoAnswer",
     "Peer",
     "SendReport",
     "StoreOutcome",
     "echo",
     "expand_paths",
+    "probe",
     "send_files",
     "store_datasets",
 ]
@@ -218,6 +220,37 @@ def echo(peer: Peer) -> int:
     if "Status" not in result:
         raise SendError(f"no C-ECHO response from {peer}")
     return int(result.Status)
+
+
+@dataclass(frozen=True)
+class EchoAnswer:
+    """How far a C-ECHO got: the association was rejected (an A-ASSOCIATE-RJ came back),
+    or established and the C-ECHO answered with ``status`` (``None``: no answer)."""
+
+    rejected: bool
+    established: bool
+    status: int | None = None
+
+
+def probe(peer: Peer, tls_context: SSLContext | None = None) -> EchoAnswer:
+    """C-ECHO ``peer`` and say how far it got; never raises for the peer's behaviour.
+
+    ``tls_context``: speak DICOM TLS with this client context (for probing the node's own
+    listener, whose certificate the caller has no reason to check); otherwise
+    ``peer.tls``.
+    """
+    ae = _ae(peer)
+    ae.add_requested_context(Verification)
+    tls_args = (tls_context, peer.host) if tls_context is not None else peer.tls_args()
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        return EchoAnswer(rejected=assoc.is_rejected, established=False)
+    try:
+        result = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    answered = int(result.Status) if "Status" in result else None
+    return EchoAnswer(rejected=False, established=True, status=answered)
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:

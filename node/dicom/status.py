@@ -10,6 +10,7 @@ from typing import Final
 __all__ = [
     "CANNOT_UNDERSTAND",
     "DATASET_DOES_NOT_MATCH_SOP_CLASS",
+    "DUPLICATE_SOP_INSTANCE",
     "OUT_OF_RESOURCES",
     "PROCESSING_FAILURE",
     "SUCCESS",
@@ -33,12 +34,17 @@ CANNOT_UNDERSTAND: Final = 0xC000
 PROCESSING_FAILURE: Final = 0x0110
 """Failure: Processing Failure. The spool or the database could not take the instance."""
 
+DUPLICATE_SOP_INSTANCE: Final = 0x0111
+"""Failure: Duplicate SOP Instance (PS3.7 C.4.2). The SOP Instance UID is already recorded
+under another Study Instance UID; the instance is not stored."""
+
 _NAMES: Final = {
     SUCCESS: "Success",
     OUT_OF_RESOURCES: "Out of Resources",
     DATASET_DOES_NOT_MATCH_SOP_CLASS: "Data Set Does Not Match SOP Class",
     CANNOT_UNDERSTAND: "Cannot Understand",
     PROCESSING_FAILURE: "Processing Failure",
+    DUPLICATE_SOP_INSTANCE: "Duplicate SOP Instance",
 }
 
 

@@ -18,7 +18,9 @@ class NodeView:
     """Read-only handles on a running node.
 
     ``listener_port`` returns the port the DICOM listener is bound to, or ``None`` when it
-    is not running; ``model`` names the loaded model (``None``: no model loaded).
+    is not running; ``model`` names the loaded model (``None``: no model loaded);
+    ``decoders`` says whether the decoding processes are alive, and how (``None``: images
+    are decoded in the worker's own thread).
     """
 
     settings: Settings
@@ -27,3 +29,4 @@ class NodeView:
     counters: Counters
     listener_port: Callable[[], int | None]
     model: Callable[[], str | None]
+    decoders: Callable[[], tuple[bool, str] | None] = lambda: None

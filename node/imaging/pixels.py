@@ -181,9 +181,21 @@ def _scale(ds: Dataset, result: npt.NDArray[np.float64], low: float, high: float
 def _modality_lut_needed(ds: Dataset) -> bool:
     if "ModalityLUTSequence" in ds:
         return True
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope = _rescale_value(ds, "RescaleSlope", 1.0)
+    intercept = _rescale_value(ds, "RescaleIntercept", 0.0)
     return slope != 1.0 or intercept != 0.0
+
+
+def _rescale_value(ds: Dataset, keyword: str, default: float) -> float:
+    """Rescale Slope or Intercept as a finite number; :class:`InferenceError` naming it."""
+    try:
+        raw = ds.get(keyword, default)
+        value = float(raw if raw not in (None, "") else default)
+    except (TypeError, ValueError) as exc:
+        raise InferenceError(f"invalid {keyword}: {exc}") from exc
+    if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0.0):
+        raise InferenceError(f"invalid {keyword} {value}")
+    return value
 
 
 def unit_table(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage | None:

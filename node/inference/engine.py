@@ -14,6 +14,12 @@ carrying the study UID) for the first study that fails;
 :meth:`InferenceEngine.infer_each` returns the error in that study's place and
 still infers the others.
 
+A problem with one image fails only its own study, the reason naming the image: any
+error reading, decoding or preprocessing it (:func:`prepare_image` returns it rather
+than raising), a forward pass that fails for a batch (each image is then passed alone),
+a decoding process that dies (:mod:`node.inference.decoders` replaces it and decodes
+again).
+
 Per image: each member sees each TTA view; its temperature-calibrated
 probabilities are averaged over views, then over members with the card's
 weights (:mod:`node.inference.ensemble`). Grad-CAM for the malignant class comes
@@ -23,11 +29,9 @@ from the identity view's forward pass (:mod:`node.inference.explain`).
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +44,10 @@ from node.config import InferenceSettings
 from node.errors import InferenceError
 from node.imaging.dataset import read_dataset
 from node.imaging.geometry import Geometry
+from node.imaging.limits import check_image_size
 from node.imaging.preprocess import Preprocessed, PreprocessOptions, preprocess_dataset
 from node.inference import ensemble
+from node.inference.decoders import DecoderPool, DecoderState
 from node.inference.explain import combine_cams, extract_regions, grad_cam
 from node.inference.runtime import PreparedMember, Runtime, prepare_member
 from node.models.card import ModelCard
@@ -109,6 +115,10 @@ class PreparedStudies:
     """Studies (by index) that already failed to read or preprocess."""
 
 
+_ImageOutput = tuple[npt.NDArray[np.float64], npt.NDArray[np.float32] | None, StageTimings]
+"""One image's member probabilities ``(M, C)``, Grad-CAM map and timings."""
+
+
 @dataclass(frozen=True)
 class _BatchOutput:
     member_probabilities: npt.NDArray[np.float64]  # (M, N, C)
@@ -130,7 +140,7 @@ class InferenceEngine:
     ) -> None:
         card = model.card
         self.display_size = display_size
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: DecoderPool[Preprocessed] | None = None
         self._pool_lock = threading.Lock()
         self.card: ModelCard = card
         self.settings = settings
@@ -242,13 +252,7 @@ class InferenceEngine:
             if not study.images:
                 errors[index] = StudyInferenceError(study.study_uid, "the study has no images")
             jobs.extend((index, image) for image in study.images)
-        paths = [image.path for _, image in jobs]
-        pool = self._decoder_pool()
-        outcomes: Iterable[tuple[Preprocessed | InferenceError, float]]
-        if pool is None:
-            outcomes = map(self._prepare_image, paths)
-        else:
-            outcomes = pool.map(self._prepare_image, paths)
+        outcomes = self._decode([image.path for _, image in jobs])
         prepared: list[_Prepared] = []
         for (index, image), (outcome, seconds) in zip(jobs, outcomes, strict=True):
             if index in errors:
@@ -271,29 +275,46 @@ class InferenceEngine:
     @property
     def _prepare_image(self) -> functools.partial[tuple[Preprocessed | InferenceError, float]]:
         return functools.partial(
-            prepare_image, options=self._options, display_size=self.display_size
+            prepare_image,
+            options=self._options,
+            display_size=self.display_size,
+            max_image_bytes=self.settings.max_image_bytes,
         )
 
-    def _decoder_pool(self) -> ProcessPoolExecutor | None:
-        """The decoding processes (started on first use), or ``None`` to decode here."""
+    def _decode(self, paths: Sequence[Path]) -> list[tuple[Preprocessed | InferenceError, float]]:
+        """:func:`prepare_image` on every path: here, or in the decoding processes."""
+        pool = self._decoder_pool()
+        if pool is None:
+            return [self._prepare_image(path) for path in paths]
+        return pool.run(paths)
+
+    def _decoder_pool(self) -> DecoderPool[Preprocessed] | None:
+        """The decoding processes, or ``None`` to decode here."""
         count = self.settings.decode_processes
         if count == 0:
             return None
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    count,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_decoder_process_init,
-                )
+                self._pool = DecoderPool(count, self._prepare_image, _decoder_process_init)
             return self._pool
+
+    def decoder_state(self) -> DecoderState | None:
+        """Whether the decoding processes are alive; ``None`` when images are decoded here."""
+        count = self.settings.decode_processes
+        with self._pool_lock:
+            pool = self._pool
+        if count == 0:
+            return None
+        if pool is None:
+            return DecoderState(True, f"{count} process(es), started on first use")
+        return pool.state()
 
     def close(self) -> None:
         """Stop the decoding processes, if any were started."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
     def infer_prepared(
         self, prepared_studies: PreparedStudies
@@ -302,28 +323,21 @@ class InferenceEngine:
         studies = prepared_studies.studies
         prepared = prepared_studies.images
         errors = dict(prepared_studies.errors)
-        outputs: dict[
-            int, tuple[npt.NDArray[np.float64], npt.NDArray[np.float32] | None, StageTimings]
-        ] = {}
+        outputs: dict[int, _ImageOutput] = {}
         size = self.settings.batch_size
         for start in range(0, len(prepared), size):
             batch = prepared[start : start + size]
-            try:
-                out = self._forward([p.image for p in batch])
-            except (RuntimeError, ValueError) as exc:
-                reason = _runtime_reason(exc)
-                for item in batch:
+            for offset, item, outcome in self._forward_each(batch):
+                if isinstance(outcome, str):
                     errors.setdefault(
                         item.study_index,
-                        StudyInferenceError(studies[item.study_index].study_uid, reason),
+                        StudyInferenceError(
+                            studies[item.study_index].study_uid,
+                            f"image {item.sop_instance_uid}: {outcome}",
+                        ),
                     )
-                continue
-            for offset, item in enumerate(batch):
-                timings = StageTimings(
-                    item.seconds, out.inference_s / len(batch), out.cam_s / len(batch)
-                )
-                heatmap = None if out.heatmaps is None else out.heatmaps[offset]
-                outputs[start + offset] = (out.member_probabilities[:, offset], heatmap, timings)
+                else:
+                    outputs[start + offset] = outcome
 
         results: list[StudyResult | StudyInferenceError] = []
         for index, study in enumerate(studies):
@@ -334,8 +348,17 @@ class InferenceEngine:
                 results.append(errors[index])
                 continue
             items = [(i, p) for i, p in enumerate(prepared) if p.study_index == index]
-            images = tuple(self._image_result(p, *outputs[i]) for i, p in items)
-            result = self._study_result(study.study_uid, images)
+            try:
+                images = tuple(self._image_result(p, *outputs[i]) for i, p in items)
+                result = self._study_result(study.study_uid, images)
+            except Exception as exc:  # this study only; its neighbours keep their results
+                log.exception("inference.result_failed", study_uid=study.study_uid)
+                error = StudyInferenceError(
+                    study.study_uid,
+                    f"internal error combining results: {type(exc).__name__}: {exc}",
+                )
+                results.append(error)
+                continue
             log.info(
                 "inference.done",
                 study_uid=study.study_uid,
@@ -349,6 +372,34 @@ class InferenceEngine:
         return results
 
     # ---------------------------------------------------------------- helpers
+    def _forward_each(
+        self, batch: Sequence[_Prepared]
+    ) -> list[tuple[int, _Prepared, _ImageOutput | str]]:
+        """Each image's model output, or why it failed.
+
+        One forward pass for the whole batch; when it fails, each image is passed
+        alone, so that an image the model cannot take fails only its own study.
+        """
+        try:
+            out = self._forward([p.image for p in batch])
+        except (RuntimeError, ValueError) as exc:
+            if len(batch) == 1:
+                return [(0, batch[0], _runtime_reason(exc))]
+            log.warning("inference.batch_failed", images=len(batch), reason=_runtime_reason(exc))
+            return [
+                (offset, item, outcome)
+                for offset, item in enumerate(batch)
+                for _, _, outcome in self._forward_each([item])
+            ]
+        outputs: list[tuple[int, _Prepared, _ImageOutput | str]] = []
+        for offset, item in enumerate(batch):
+            timings = StageTimings(
+                item.seconds, out.inference_s / len(batch), out.cam_s / len(batch)
+            )
+            heatmap = None if out.heatmaps is None else out.heatmaps[offset]
+            outputs.append((offset, item, (out.member_probabilities[:, offset], heatmap, timings)))
+        return outputs
+
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
         channels = self.card.input.channels
         x = batch.expand(-1, channels, -1, -1) if channels != batch.shape[1] else batch
@@ -488,18 +539,33 @@ class InferenceEngine:
 
 
 def prepare_image(
-    path: Path, *, options: PreprocessOptions, display_size: int | None
+    path: Path,
+    *,
+    options: PreprocessOptions,
+    display_size: int | None,
+    max_image_bytes: int | None = None,
 ) -> tuple[Preprocessed | InferenceError, float]:
     """Read, decode and preprocess one stored image (here or in a decoding process),
-    and the seconds it took. A problem is returned, not raised, so that a decoding
-    process hands it back like a result."""
+    and the seconds it took.
+
+    ``max_image_bytes``: refuse, before decoding, an image whose header (or compressed
+    stream) declares more (:func:`~node.imaging.limits.check_image_size`). Every problem,
+    expected or not, is returned as an :class:`InferenceError`, never raised: one image
+    that cannot be read fails its own study, not the studies decoded beside it, and a
+    decoding process hands it back like a result.
+    """
     start = time.perf_counter()
     try:
+        ds = read_dataset(path)
+        if max_image_bytes is not None:
+            check_image_size(ds, max_image_bytes)
         result: Preprocessed | InferenceError = preprocess_dataset(
-            read_dataset(path), options, display_size=display_size
+            ds, options, display_size=display_size
         )
     except InferenceError as exc:
         result = exc
+    except Exception as exc:  # a value nothing checked: this image only, never the batch
+        result = InferenceError(f"cannot read or decode the image: {type(exc).__name__}: {exc}")
     return result, time.perf_counter() - start
 
 

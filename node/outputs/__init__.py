@@ -15,6 +15,9 @@ kind       object                                      module
 ``sc``     Grad-CAM Secondary Capture, one per image   :mod:`node.outputs.sc`
 ``gsps``   Grayscale Softcopy Presentation State, one  :mod:`node.outputs.gsps`
            per grayscale image
+``sr``     Basic Text SR failure report that needs     :mod:`node.outputs.minimal`
+           nothing from the images (when the full one
+           cannot be built)
 =========  ==========================================  ==========================
 
 Every object is in the source study, in a new series per kind, and its UIDs
@@ -38,12 +41,18 @@ from node.errors import OutputError
 from node.outputs._common import SeriesSpec
 from node.outputs.gsps import build_presentation_state
 from node.outputs.mgcad import OperatingPointLike, build_cad_failure_report, build_cad_report
+from node.outputs.minimal import build_minimal_failure_report
 from node.outputs.sc import SecondaryCaptureStyle, build_secondary_capture
 from node.outputs.sr import build_failure_report, build_measurement_report
 from node.outputs.uids import derive_uid
 from node.results import StudyResult
 
-__all__ = ["ResultObject", "build_failure_outputs", "build_outputs"]
+__all__ = [
+    "ResultObject",
+    "build_failure_outputs",
+    "build_minimal_failure_outputs",
+    "build_outputs",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -276,3 +285,35 @@ def build_failure_outputs(
         objects.append(ResultObject("mgcad", cad))
     log.info("outputs.failure_report", study_uid=study, revision=revision, objects=len(objects))
     return _dated(objects)
+
+
+def build_minimal_failure_outputs(
+    study_uid: str,
+    reason: str,
+    settings: OutputSettings,
+    *,
+    revision: int = 0,
+    accession_number: str | None = None,
+    source: Dataset | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> list[ResultObject]:
+    """The failure report when :func:`build_failure_outputs` cannot be built: a Basic Text
+    SR (:mod:`node.outputs.minimal`) that needs only the Study Instance UID. ``source``:
+    one image header for the patient and study attributes, if any could be read.
+    Nothing when ``settings.failure_report`` is off."""
+    if not settings.failure_report:
+        return []
+    name, version = (model_name or _NO_MODEL[0], model_version or _NO_MODEL[1])
+    series = _series(settings, "sr", study_uid, revision, version, object_kind="sr-minimal")
+    report = build_minimal_failure_report(
+        study_uid,
+        reason,
+        series,
+        model_name=name,
+        model_version=version,
+        accession_number=accession_number,
+        source=source,
+    )
+    log.info("outputs.minimal_failure_report", study_uid=study_uid, revision=revision)
+    return [ResultObject("sr", report)]

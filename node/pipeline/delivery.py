@@ -5,7 +5,8 @@ that have a delivery due, and works through their due deliveries destination by
 destination: one association per DICOM destination (C-STORE of exactly the SOP
 classes needed, in Explicit VR Little Endian), one STOW-RS request per DICOMweb
 destination (:mod:`node.dicom.dicomweb`), or atomic file writes for a folder destination
-(``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``). Every
+(``<folder>/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm``, files ``0600`` in folders
+``0700``, like the spool: they carry the patient's name and ID). Every
 attempt is recorded on its delivery row. A failed attempt is retried after
 ``backoff_initial_seconds * 2**(attempts - 1)`` seconds (at most
 ``backoff_max_seconds``), up to ``sending.max_attempts`` attempts.
@@ -16,11 +17,16 @@ a failure report: ``failed`` with the inference failure as the reason), ``failed
 naming each destination that could not be reached, and why, otherwise.
 
 Idempotent: a delivery recorded as sent is never sent again; one whose outcome was
-lost in a crash is sent again with the same SOP Instance UID and file name.
+lost in a crash is sent again with the same SOP Instance UID and file name. A sender
+that lost its claim on a study (its lease ran out by the database's clock and another
+sender took the study over) sends nothing more of it and records nothing: before each
+destination's batch it checks that it still holds each study, and an attempt is
+recorded only while it does.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +52,7 @@ from node.db import (
     claim_sending,
     due_deliveries,
     finish_sending,
+    held_claims,
     record_attempts,
     utcnow,
 )
@@ -54,7 +61,7 @@ from node.dicom.scu import Peer, StoreOutcome, store_datasets
 from node.errors import SendError
 from node.imaging.dataset import read_dataset
 from node.pipeline.lease import keep_leases
-from node.spool import Spool, uid_component, write_atomically
+from node.spool import DIR_MODE, FILE_MODE, Spool, uid_component, write_atomically
 
 __all__ = ["Sender", "backoff_seconds", "write_file_atomically"]
 
@@ -77,12 +84,30 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent, old or whole.
 
     A hidden temporary file in the same folder is written, fsynced and renamed over
-    ``path``, then the folder is fsynced. Raises :class:`OSError`.
+    ``path``, then the folder is fsynced. Result objects carry the patient's name and ID:
+    like the spool, the file is readable by the service user only (``0600``) and every
+    folder this creates is accessible by it only (``0700``), whatever the umask; folders
+    that exist already (the destination's own, made by an administrator) keep their mode.
+    Raises :class:`OSError`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_folders(path.parent)
     # one temporary name per target: the retry after a crash mid-write reuses and
-    # renames it, so no half-written file is left behind in the destination folder
-    write_atomically(path, [data], tmp=path.parent / f".{path.name}.part", mode=0o644)
+    # renames it, so no half-written file is left behind in the destination folder; it is
+    # made anew, so that it has the mode asked for whatever an earlier one had
+    tmp = path.parent / f".{path.name}.part"
+    tmp.unlink(missing_ok=True)
+    write_atomically(path, [data], tmp=tmp, mode=FILE_MODE)
+
+
+def _private_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode ``0700``."""
+    missing: list[Path] = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(created, DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
 
 
 class Sender:
@@ -119,13 +144,17 @@ class Sender:
             names, batches = list(by_destination), list(by_destination.values())
             with ThreadPoolExecutor(max(len(names), 1), "deliver") as pool:
                 for outcomes in pool.map(self._deliver, names, batches):
-                    record_attempts(self.session_factory, outcomes)
+                    if outcomes:
+                        record_attempts(self.session_factory, outcomes, holder=self.worker_id)
         for study in studies:
             self._finish(study)
         return len(studies)
 
     # ------------------------------------------------------------- delivering
     def _deliver(self, name: str, items: Sequence[_Item]) -> list[AttemptOutcome]:
+        items = self._still_held(name, items)
+        if not items:
+            return []
         destination = self._destinations.get(name)
         if destination is None:
             error = f"destination {name} is no longer configured"
@@ -144,6 +173,21 @@ class Sender:
         ]
         _log_pass(name, items, outcomes)
         return outcomes
+
+    def _still_held(self, name: str, items: Sequence[_Item]) -> list[_Item]:
+        """The items whose study this sender still holds, its lease running by the
+        database's clock: no other sender can claim those before this one is done. The
+        others are neither sent nor recorded (their new holder does both)."""
+        held = held_claims(self.session_factory, {item.study for item in items})
+        lost = sorted({item.study.study_uid for item in items if item.study.id not in held})
+        if lost:
+            log.warning(
+                "sending.lease_lost",
+                destination=name,
+                studies=lost,
+                consequence="not sent; the study's new holder sends it",
+            )
+        return [item for item in items if item.study.id in held]
 
     def _outcome(
         self, item: _Item, result: StoreOutcome, now: datetime, *, retry: bool

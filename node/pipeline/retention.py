@@ -6,18 +6,25 @@ deleted in one transaction that re-checks that condition
 (:func:`node.db.queue.delete_study_rows`), then the files those rows named (received
 instances, result objects), the study page's pictures and the emptied folders. Audit
 rows older than the period are deleted here and nowhere else.
+
+A file is deleted only under the study's lock (:mod:`node.locks`) and only when no row
+names it any more: the same instance sent again after the rows were deleted is stored,
+recorded and acknowledged by the listener under that lock, and then keeps its file.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from node.db import SessionFactory, utcnow
 from node.db.audit import count_audit_before, delete_audit_before
-from node.db.queue import delete_study_rows, expired_studies
+from node.db.queue import delete_study_rows, expired_studies, unreferenced_files
+from node.db.reads import study_known
+from node.locks import study_lock
 from node.spool import Spool, uid_component
 
 __all__ = ["PurgeReport", "purge"]
@@ -33,6 +40,8 @@ class PurgeReport:
     files: int = 0
     bytes: int = 0
     audit_events: int = 0
+    kept: int = 0
+    """Files of purged rows kept because a row names them again (an instance sent anew)."""
 
 
 def purge(
@@ -51,30 +60,37 @@ def purge(
         if files is None:  # changed meanwhile
             continue
         report.studies.append(study_uid)
-        for relative in files:
-            path = spool.path(relative)
-            try:
-                size = path.stat().st_size
-                if not dry_run:
-                    path.unlink()
-            except FileNotFoundError:
-                continue
-            report.files += 1
-            report.bytes += size
         pictures = spool.root / "pictures" / uid_component(study_uid)
-        for path in sorted(pictures.rglob("*.png")):
-            with contextlib.suppress(FileNotFoundError):
-                report.bytes += path.stat().st_size
-                report.files += 1
-                if not dry_run:
-                    path.unlink()
-        if not dry_run:
+        drawn = {str(p.relative_to(spool.root)) for p in pictures.rglob("*.png")}
+        if dry_run:
+            _count(spool, files | drawn, report, delete=False)
+            continue
+        with study_lock(spool.root, study_uid):
+            unwanted = unreferenced_files(session_factory, files)
+            report.kept += len(files) - len(unwanted)
+            if not study_known(session_factory, study_uid):  # not sent anew meanwhile
+                unwanted |= drawn
+            _count(spool, unwanted, report, delete=True)
             for kind in ("studies", "results", "pictures"):
                 _remove_empty(spool.root / kind / uid_component(study_uid))
     with session_factory.begin() as session:
         count = count_audit_before if dry_run else delete_audit_before
         report.audit_events = count(session, cutoff)
     return report
+
+
+def _count(spool: Spool, files: Iterable[str], report: PurgeReport, *, delete: bool) -> None:
+    """Add ``files`` to the report, deleting them when ``delete``."""
+    for relative in files:
+        path = spool.path(relative)
+        try:
+            size = path.stat().st_size
+            if delete:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        report.files += 1
+        report.bytes += size
 
 
 def _remove_empty(folder: Path) -> None:

@@ -16,10 +16,14 @@ waits for the results being stored and gives prefetched studies back to the queu
 
 A study that cannot be inferred or rendered is never dropped silently: it gets a
 failure report (when ``outputs.failure_report`` is on), delivered like a result, after
-which the study ends ``failed`` with the reason. A crash at any point leaves the study
+which the study ends ``failed`` with the reason. When the full report cannot be built
+from the images' headers, a minimal one that needs nothing from them is sent instead
+(:mod:`node.outputs.minimal`). A crash at any point leaves the study
 in ``processing`` under a lease that expires; the study is then claimed again and
 rebuilt with the same UIDs (they are derived from the study, the generation, the kind,
-the source image and the model version), so nothing is duplicated.
+the source image and the model version), so nothing is duplicated. A study claimed more
+than ``worker.max_attempts`` times in one generation is failed instead (with its failure
+report): an image that kills the process must not be claimed after every restart.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ from node.db import (
     StudyRef,
     StudyState,
     claim_next,
+    held_claims,
     save_result,
-    transition,
+    unclaim,
 )
 from node.db.reads import instances_of
 from node.errors import NodeError, OutputError
@@ -59,7 +64,12 @@ from node.inference.engine import (
     StudyInferenceError,
     StudyInput,
 )
-from node.outputs import ResultObject, build_failure_outputs, build_outputs
+from node.outputs import (
+    ResultObject,
+    build_failure_outputs,
+    build_minimal_failure_outputs,
+    build_outputs,
+)
 from node.outputs.pictures import study_pictures
 from node.pipeline.eligibility import matches
 from node.pipeline.lease import keep_leases
@@ -172,7 +182,7 @@ class InferenceWorker:
         if batch is not None:
             try:
                 for study in batch.studies:
-                    if transition(self.session_factory, study, StudyState.QUEUED) is not None:
+                    if unclaim(self.session_factory, study) is not None:
                         log.info("worker.unclaimed", study_uid=study.study_uid)
             finally:
                 batch.leases.close()
@@ -216,6 +226,8 @@ class InferenceWorker:
             claimed: list[_Claimed] = []
             for study in studies:
                 images = self._eligible_images(study)
+                if self._given_up(study, images):
+                    continue
                 if images:
                     claimed.append(_Claimed(study, images))
                 else:
@@ -242,6 +254,21 @@ class InferenceWorker:
         except BaseException:
             leases.close()
             raise
+
+    def _given_up(self, study: StudyRef, images: Sequence[InstanceFacts]) -> bool:
+        """Fail a study claimed more than ``worker.max_attempts`` times in this generation
+        (each earlier worker stopped without finishing it: an image that kills the process
+        would otherwise be claimed after every restart); True when it did."""
+        limit = self.settings.worker.max_attempts
+        if study.attempts <= limit:
+            return False
+        reason = (
+            f"gave up after {limit} attempts to infer it: each time, the process inferring "
+            "it stopped before it finished (crashed, was killed or lost its lease; "
+            "worker.max_attempts)"
+        )
+        self._fail(study, images, reason)
+        return True
 
     def _next_is_ready(self) -> bool:
         """Whether the prefetch found another batch (waits for it to finish claiming)."""
@@ -285,7 +312,15 @@ class InferenceWorker:
         """Build, store and hand over each study's results; then let the leases go."""
         try:
             share = max(1, len(batch.claimed))
+            held = self._held([item.study for item in batch.claimed])
             for item, outcome in zip(batch.claimed, outcomes, strict=True):
+                if item.study.id not in held:
+                    log.warning(
+                        "worker.lease_lost",
+                        study_uid=item.study.study_uid,
+                        consequence="nothing built or stored; the study's new holder infers it",
+                    )
+                    continue
                 try:
                     if isinstance(outcome, StudyResult):
                         self._succeed(item, outcome, infer_seconds / share, batch.prepare_s / share)
@@ -295,6 +330,15 @@ class InferenceWorker:
                     log.exception("worker.finish_crashed", study_uid=item.study.study_uid)
         finally:
             batch.leases.close()
+
+    def _held(self, studies: Sequence[StudyRef]) -> set[int]:
+        """The studies this worker still holds (:func:`node.db.held_claims`); all of them
+        when the database cannot say (storing a result is conditional on the claim anyway)."""
+        try:
+            return held_claims(self.session_factory, studies)
+        except Exception:
+            log.exception("worker.claims_unknown")
+            return {study.id for study in studies}
 
     def _eligible_images(self, study: StudyRef) -> tuple[InstanceFacts, ...]:
         rules = self.settings.eligibility.rules
@@ -374,22 +418,11 @@ class InferenceWorker:
         bound.error("study.inference_failed", reason=reason)
         deliveries: list[NewDelivery] = []
         card = self.engine.card
-        try:
-            headers = [h for h in (self._read_header(i) for i in images) if h is not None]
-            if headers:
-                objects = build_failure_outputs(
-                    headers,
-                    reason,
-                    self.settings.outputs,
-                    revision=study.generation,
-                    model_name=card.name,
-                    model_version=card.version,
-                )
-                deliveries = self._write(study, objects)
-            elif self.settings.outputs.failure_report:
-                bound.error("outputs.no_failure_report", reason="no readable image headers")
-        except Exception:  # the failure itself must still be recorded
-            bound.exception("outputs.failure_report_failed")
+        if self.settings.outputs.failure_report:
+            try:
+                deliveries = self._write(study, self._failure_report(study, images, reason))
+            except Exception:  # the failure itself must still be recorded
+                bound.exception("outputs.failure_report_failed")
         stored = NewResult(
             outcome=ResultOutcome.FAILURE,
             reason=reason,
@@ -403,6 +436,56 @@ class InferenceWorker:
             return
         bound.info("study.failure_report", state=moved.state.value, deliveries=len(deliveries))
         self._notify()
+
+    def _failure_report(
+        self, study: StudyRef, images: Sequence[InstanceFacts], reason: str
+    ) -> list[ResultObject]:
+        """The full failure report from the images' headers; when it cannot be built (an
+        attribute it needs is missing, no header is readable, no image is eligible), the
+        minimal one (:mod:`node.outputs.minimal`), which needs nothing from them."""
+        bound = log.bind(study_uid=study.study_uid, generation=study.generation)
+        card = self.engine.card
+        headers = [h for h in (self._read_header(i) for i in images) if h is not None]
+        if headers:
+            try:
+                return build_failure_outputs(
+                    headers,
+                    reason,
+                    self.settings.outputs,
+                    revision=study.generation,
+                    model_name=card.name,
+                    model_version=card.version,
+                )
+            except Exception as exc:
+                bound.warning(
+                    "outputs.failure_report_minimal", reason=f"{type(exc).__name__}: {exc}"
+                )
+        else:
+            bound.warning("outputs.failure_report_minimal", reason="no readable image header")
+        return build_minimal_failure_outputs(
+            study.study_uid,
+            reason,
+            self.settings.outputs,
+            revision=study.generation,
+            accession_number=study.accession_number,
+            source=headers[0] if headers else self._any_header(study),
+            model_name=card.name,
+            model_version=card.version,
+        )
+
+    def _any_header(self, study: StudyRef) -> Dataset | None:
+        """The first readable header of any of the study's instances (patient and study
+        attributes for a minimal failure report), or ``None``."""
+        try:
+            instances = instances_of(self.session_factory, study.id)
+        except Exception:
+            log.exception("worker.instances_unreadable", study_uid=study.study_uid)
+            return None
+        for instance in instances:
+            header = self._read_header(instance)
+            if header is not None:
+                return header
+        return None
 
     def _notify(self) -> None:
         """Tell the sender a result is waiting (it would otherwise find it at its next run)."""
@@ -422,11 +505,14 @@ class InferenceWorker:
         )
 
     def _read_header(self, image: InstanceFacts) -> Dataset | None:
+        """The image's header for a failure report, or ``None`` when it cannot be read."""
         try:
             return self._read(image, pixels=False)
         except OutputError as exc:
             log.warning("worker.unreadable_source", reason=str(exc))
-            return None
+        except Exception as exc:  # whatever a damaged file raises: the report goes on
+            log.warning("worker.unreadable_source", reason=f"{type(exc).__name__}: {exc}")
+        return None
 
     def _write_pictures(
         self, study: StudyRef, result: StudyResult, objects: Sequence[ResultObject]

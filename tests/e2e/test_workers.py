@@ -3,8 +3,6 @@ node's database and spool, and stages that hand work on at once instead of polli
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from node.db import Result, Study
 from node.db.reads import deliveries_of, events_of
 from tests.conftest import free_port, wait_until
 from tests.e2e.conftest import database, e2e_config, load, storescu, wait_for_state
-from tests.helpers.node import BREAST_NODE, Node, StoreSCP
+from tests.helpers.node import Node, StoreSCP, Worker
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -42,25 +40,6 @@ def test_each_stage_wakes_the_next_instead_of_waiting_for_its_interval(
     assert wait_for_state(settings, "done").state == "done"
     # quiet period 1 s, completion checks every 0.2 s, a tiny model: seconds, not an hour
     assert time.monotonic() - start < 60
-
-
-class Worker:
-    """``breast-node worker`` as a subprocess, logging to ``log``."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BREAST_NODE), "worker", "--config", str(config)], stdout=out, stderr=out
-            )
-        assert wait_until(lambda: b'"worker.started"' in log.read_bytes(), timeout=120), (
-            log.read_text()
-        )
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ __all__ = [
     "BREAST_NODE",
     "Node",
     "StoreSCP",
+    "Worker",
+    "healthz",
     "kill_while_receiving",
     "node_status",
     "send_logging_acks",
@@ -66,6 +70,36 @@ class Node:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             assert self.proc.wait(timeout=60) == 0
+
+
+class Worker:
+    """``breast-node worker`` as a subprocess, logging to ``log``; started at once."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(BREAST_NODE), "worker", "--config", str(config)], stdout=out, stderr=out
+            )
+        assert wait_until(lambda: b'"worker.started"' in log.read_bytes(), timeout=120), (
+            log.read_text()
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    """``GET /healthz`` of the node whose monitoring endpoint is on ``port``: the HTTP
+    status and the JSON answer."""
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def node_status(config: Path) -> dict[str, Any]:

@@ -191,6 +191,32 @@ def test_a_broken_study_fails_alone_with_its_reason(
     assert info.value.study_uid == "9.9.9"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("processes", [0, 1], ids=["here", "decoding-process"])
+def test_a_value_nothing_checked_fails_only_its_image_study(
+    two_member_folder: Path, studies: list[StudyInput], tmp_path: Path, processes: int
+) -> None:
+    """An unparsable Rescale Slope raised ValueError out of the per-image handling, and
+    every study decoded beside it failed."""
+    ds = mg_dataset(breast_phantom(), RescaleSlope="1.5", RescaleIntercept="0")
+    path = write_dataset(ds, tmp_path / "slope.dcm")
+    path.write_bytes(path.read_bytes().replace(b"1.5 ", b"x!x "))
+    bad = StudyInput("9.9.9", (ImageInput(path, "9.9.9.1"),))
+    engine = InferenceEngine.load(
+        two_member_folder, InferenceSettings(tta="none", cam=False, decode_processes=processes)
+    )
+    try:
+        outcomes = engine.infer_each([studies[0], bad, studies[1]])
+    finally:
+        engine.close()
+    assert [getattr(o, "study_uid", None) for o in outcomes] == [
+        studies[0].study_uid, "9.9.9", studies[1].study_uid
+    ]  # fmt: skip
+    assert not isinstance(outcomes[0], StudyInferenceError)
+    assert not isinstance(outcomes[2], StudyInferenceError)
+    assert isinstance(outcomes[1], StudyInferenceError)
+    assert "image 9.9.9.1: invalid RescaleSlope" in str(outcomes[1])
+
+
 def test_modality_the_model_does_not_accept(two_member_folder: Path, tmp_path: Path) -> None:
     path = write_dataset(mg_dataset(breast_phantom(), modality="US"), tmp_path / "us.dcm")
     engine = InferenceEngine.load(two_member_folder, FAST)

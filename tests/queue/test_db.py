@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,11 +24,12 @@ from node.db import (
     record_instance,
     renew_lease,
     transition,
+    unclaim,
 )
-from node.db.models import Base, SchemaVersion
+from node.db.models import SchemaVersion
+from node.db.queue import reprocess
 from node.db.reads import count_by_state, events_of
 from node.db.records import StudyRef
-from tests.helpers.postgres import postgres_server
 
 
 def facts(study: str = "1.2.3", sop: str = "1.2.3.1", **extra: object) -> InstanceFacts:
@@ -89,6 +89,43 @@ def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
     assert count_by_state(open_database(url))["receiving"] == 1
 
 
+def test_a_version_3_database_gains_attempts_and_keeps_its_studies(database_url: str) -> None:
+    """A database made before ``studies.attempts`` existed (schema version 3)."""
+    db = open_database(database_url)
+    record_instance(db, facts())
+    engine = db.kw["bind"]
+    with engine.begin() as conn:  # back to what version 3 made
+        conn.execute(text("ALTER TABLE studies DROP COLUMN attempts"))
+        conn.execute(text("DELETE FROM schema_version WHERE version > 3"))
+    engine.dispose()
+    db = open_database(database_url)
+    try:
+        ref = study_ref(db)
+        assert (ref.study_uid, ref.attempts) == ("1.2.3", 0)
+        with db() as session:
+            versions = session.scalars(select(SchemaVersion.version)).all()
+        assert sorted(versions) == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        db.kw["bind"].dispose()
+
+
+def test_attempts_count_claims_of_a_generation(db: SessionFactory) -> None:
+    record_instance(db, facts())
+    transition(db, study_ref(db), StudyState.QUEUED)
+    first = claim_next(db, "w1", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert first is not None and first.attempts == 1
+    back = unclaim(db, first)  # a worker stopping before it began: not an attempt
+    assert back is not None and (back.state, back.attempts) == (StudyState.QUEUED, 0)
+    claimed = claim_next(db, "w1", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert claimed is not None and claimed.attempts == 1
+    assert renew_lease(db, claimed, lease_seconds=-1)  # w1 died
+    again = claim_next(db, "w2", StudyState.QUEUED, StudyState.PROCESSING, 60)
+    assert again is not None and again.attempts == 2
+    assert transition(db, again, StudyState.FAILED, "x") is not None
+    assert "queued as generation 2" in reprocess(db, "1.2.3")
+    assert study_ref(db).attempts == 0  # a new generation starts afresh
+
+
 def test_record_new_duplicate_and_late(db: SessionFactory) -> None:
     assert record_instance(db, facts(sop="1.1")) is RecordOutcome.NEW
     assert record_instance(db, facts(sop="1.2")) is RecordOutcome.NEW
@@ -111,6 +148,27 @@ def test_record_new_duplicate_and_late(db: SessionFactory) -> None:
     assert (ref.state, ref.instance_count, ref.generation) == (StudyState.RECEIVING, 4, 2)
     kinds = [kind for _, kind, _ in events_of(db, ref.id)]
     assert kinds == ["created", "state", "late_instance_ignored", "reopened"]
+
+
+def test_an_instance_recorded_under_another_study_is_not_recorded_again(
+    database_url: str,
+) -> None:
+    db = open_database(database_url)
+    try:
+        assert record_instance(db, facts(study="1.2.3", sop="1.1")) is RecordOutcome.NEW
+        outcome = record_instance(db, facts(study="4.5.6", sop="1.1", calling_ae="OTHER"))
+        assert outcome is RecordOutcome.CONFLICT
+        with db() as session:
+            assert session.scalars(select(Study.study_uid)).all() == ["1.2.3"]
+        ref = study_ref(db)
+        assert ref.instance_count == 1
+        conflicts = [d for _, kind, d in events_of(db, ref.id) if kind == "instance_conflict"]
+        assert conflicts == [
+            {"sop_instance_uid": "1.1", "other_study_uid": "4.5.6", "calling_ae": "OTHER"}
+        ]
+        assert record_instance(db, facts(study="1.2.3", sop="1.1")) is RecordOutcome.DUPLICATE
+    finally:
+        db.kw["bind"].dispose()
 
 
 def test_transition_is_conditional_on_the_snapshot(db: SessionFactory) -> None:
@@ -177,29 +235,6 @@ def _claim_all(url: str, worker: str) -> list[int]:
     finally:
         db.kw["bind"].dispose()
     return mine
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str | None]:
-    """A real PostgreSQL server for the session (Debian's postgresql), when installed."""
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None) -> str:
-    """A fresh SQLite file; and a PostgreSQL database, emptied (``make test`` installs the
-    server; ``BREAST_NODE_TEST_POSTGRES`` may name another)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'node.db'}"
-    url = postgres_url
-    if not url:
-        pytest.skip("no PostgreSQL server: install Debian's postgresql to test the shared queue")
-    engine = make_engine(url)
-    Base.metadata.drop_all(engine)
-    SchemaVersion.__table__.drop(engine, checkfirst=True)  # type: ignore[attr-defined]
-    engine.dispose()
-    return url
 
 
 def test_concurrent_claims_with_threads_never_share_a_study(database_url: str) -> None:

@@ -4,13 +4,15 @@ module, and helpers to read its database."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from sqlalchemy import select
 
@@ -74,6 +76,12 @@ class Served:
     def studies(self) -> dict[str, Study]:
         with self.db() as session:
             return {s.study_uid: s for s in session.scalars(select(Study))}
+
+
+@pytest.fixture(scope="module")
+def base(synthetic: Callable[..., Path]) -> Dataset:
+    """A good 'small' synthetic For Presentation mammogram."""
+    return dcmread(next(synthetic(studies=1, seed=7, size="small").rglob("L-CC.dcm")))
 
 
 @pytest.fixture(scope="module")

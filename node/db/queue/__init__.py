@@ -10,7 +10,7 @@ module                      transitions
 :mod:`.receive`             an instance arrives: create, reopen or keep its study
 :mod:`.studies`             claims and leases, ``transition``, re-queue (reprocess)
 :mod:`.deliveries`          store a result and its deliveries, sending, retry
-:mod:`.retention`           delete finished studies' rows
+:mod:`.retention`           delete finished studies' rows; files no row names
 ==========================  ========================================================
 """
 
@@ -24,19 +24,26 @@ from node.db.queue.deliveries import (
     save_result,
 )
 from node.db.queue.receive import record_instance
-from node.db.queue.retention import FINISHED, delete_study_rows, expired_studies
+from node.db.queue.retention import (
+    FINISHED,
+    delete_study_rows,
+    expired_studies,
+    unreferenced_files,
+)
 from node.db.queue.studies import (
     add_event,
     claim_holders,
     claim_next,
     expire_claims,
     find_study,
+    held_claims,
     record_event,
     release_claim,
     renew_lease,
     reprocess,
     requeue,
     transition,
+    unclaim,
 )
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "expired_studies",
     "find_study",
     "finish_sending",
+    "held_claims",
     "record_attempts",
     "record_event",
     "record_instance",
@@ -62,4 +70,6 @@ __all__ = [
     "retry_failed",
     "save_result",
     "transition",
+    "unclaim",
+    "unreferenced_files",
 ]

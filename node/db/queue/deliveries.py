@@ -23,7 +23,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from node.db.audit import add_action, add_sent
-from node.db.engine import SessionFactory, changed_rows
+from node.db.engine import SessionFactory, changed_rows, database_now
 from node.db.models import (
     Delivery,
     DeliveryState,
@@ -153,28 +153,34 @@ def claim_sending(
     A study is claimable when nobody holds it or its holder's lease expired; the claim
     keeps the state ``sending`` and sets ``claimed_by`` and a lease. Oldest first.
     """
-    now = utcnow()
-    claimable = and_(
-        Study.state == StudyState.SENDING.value,
-        or_(Study.claimed_by.is_(None), Study.lease_expires_at < now),
-        _due(now),
-    )
+    now = utcnow()  # delivery times (next_attempt_at) are the senders' clocks
+
+    def claimable(lease_now: datetime) -> Any:
+        # leases are set and judged by the database's clock, never this machine's
+        return and_(
+            Study.state == StudyState.SENDING.value,
+            or_(Study.claimed_by.is_(None), Study.lease_expires_at < lease_now),
+            _due(now),
+        )
+
     with session_factory() as session:
         candidates = session.execute(
             select(Study.id, Study.claimed_by, Study.generation)
-            .where(claimable)
+            .where(claimable(database_now(session)))
             .order_by(Study.state_changed_at, Study.id)
             .limit(limit)
         ).all()
     claimed: list[StudyRef] = []
     for study_id, holder, generation in candidates:
         with session_factory.begin() as session:
+            lease_now = database_now(session)
             moved = changed_rows(
                 session,
                 update(Study)
-                .where(Study.id == study_id, Study.generation == generation, claimable)
+                .where(Study.id == study_id, Study.generation == generation, claimable(lease_now))
                 .values(
-                    claimed_by=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds)
+                    claimed_by=worker_id,
+                    lease_expires_at=lease_now + timedelta(seconds=lease_seconds),
                 ),
             )
             if moved != 1:
@@ -205,13 +211,31 @@ def due_deliveries(session_factory: SessionFactory, study: StudyRef) -> list[Del
         return [DeliveryRef.of(row) for row in rows]
 
 
-def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptOutcome]) -> None:
-    """Record delivery attempts, and their audit rows, in one transaction.
+def record_attempts(
+    session_factory: SessionFactory, outcomes: Sequence[AttemptOutcome], holder: str | None = None
+) -> int:
+    """Record delivery attempts, and their audit rows, in one transaction; returns how many
+    delivery rows changed.
 
-    Only pending rows change, so a row that was superseded meanwhile stays so.
+    Only pending rows change, so a row that was superseded meanwhile stays so. With
+    ``holder`` (the sender's worker id), only rows of studies it still holds: a sender
+    that lost its claim changes none (the new holder sends again, with the same SOP
+    Instance UIDs, and records). The audit records every attempt made, whatever changed.
     """
     now = utcnow()
+    recorded = 0
     with session_factory.begin() as session:
+        still_held = (
+            []
+            if holder is None
+            else [
+                exists().where(
+                    Study.id == Delivery.study_id,
+                    Study.generation == Delivery.generation,
+                    Study.claimed_by == holder,
+                )
+            ]
+        )
         for outcome in outcomes:
             values: dict[str, Any] = {
                 "attempts": Delivery.attempts + 1,
@@ -224,13 +248,14 @@ def record_attempts(session_factory: SessionFactory, outcomes: Sequence[AttemptO
                 values.update(state=DeliveryState.FAILED.value)
             else:
                 values.update(next_attempt_at=outcome.retry_at)
-            changed_rows(
+            recorded += changed_rows(
                 session,
                 update(Delivery)
-                .where(Delivery.id == outcome.delivery_id, Delivery.state == _PENDING)
+                .where(Delivery.id == outcome.delivery_id, Delivery.state == _PENDING, *still_held)
                 .values(**values),
             )
         add_sent(session, outcomes)
+    return recorded
 
 
 def finish_sending(session_factory: SessionFactory, study: StudyRef) -> StudyRef | None:

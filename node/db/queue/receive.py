@@ -3,7 +3,11 @@ C-STORE handler makes.
 
 The first instance of a study creates it (``receiving``); a late instance of a finished
 study reopens it as a new generation, or is kept without changing it, as
-``completion.late_policy`` says.
+``completion.late_policy`` says. An instance whose SOP Instance UID is already recorded
+under another study is not recorded at all (:attr:`RecordOutcome.CONFLICT`): moving it
+would take an image out of a study whose results were already made from it, and a SOP
+Instance UID names one instance everywhere, so two studies claiming it is an error at
+the sender to be seen, not settled here.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ def record_instance(
 ) -> RecordOutcome:
     """Record ``facts`` and update its study, in one transaction.
 
-    Creates the study (state ``receiving``) on its first instance. Raises
-    :class:`sqlalchemy.exc.SQLAlchemyError` when the database fails (the caller answers
-    Processing Failure).
+    Creates the study (state ``receiving``) on its first instance. Records nothing for an
+    instance already recorded under another study (:attr:`RecordOutcome.CONFLICT`).
+    Raises :class:`sqlalchemy.exc.SQLAlchemyError` when the database fails (the caller
+    answers Processing Failure).
     """
     for attempt in range(5):
         try:
@@ -49,6 +54,15 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
         select(Instance).where(Instance.sop_instance_uid == facts.sop_instance_uid)
     )
     if existing is not None:
+        holder = session.scalar(select(Study.study_uid).where(Study.id == existing.study_id))
+        if holder != facts.study_uid:
+            detail = {
+                "sop_instance_uid": facts.sop_instance_uid,
+                "other_study_uid": facts.study_uid,
+                "calling_ae": facts.calling_ae,
+            }
+            add_event(session, existing.study_id, "instance_conflict", detail)
+            return RecordOutcome.CONFLICT
         existing.receive_count += 1
         changed_rows(
             session,
@@ -103,6 +117,7 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
                 state_changed_at=now,
                 claimed_by=None,
                 lease_expires_at=None,
+                attempts=0,
             )
             add_event(session, study.id, "reopened", {**detail, "generation": generation})
         else:

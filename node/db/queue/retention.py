@@ -1,9 +1,11 @@
-"""Retention in the database: which finished studies are old enough to go, and deleting
-their rows. The files those rows name are removed by :mod:`node.pipeline.retention`."""
+"""Retention in the database: which finished studies are old enough to go, deleting
+their rows, and which spool files no row names any more. The files are removed by
+:mod:`node.pipeline.retention` (and by the listener, for a file it could not record),
+under the study's lock (:mod:`node.locks`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +14,7 @@ from sqlalchemy import delete, select
 from node.db.engine import SessionFactory, changed_rows
 from node.db.models import Delivery, Instance, Result, Study, StudyEvent, StudyState
 
-__all__ = ["FINISHED", "delete_study_rows", "expired_studies"]
+__all__ = ["FINISHED", "delete_study_rows", "expired_studies", "unreferenced_files"]
 
 #: States a study ends in; only these are purged.
 FINISHED = (StudyState.DONE.value, StudyState.FAILED.value, StudyState.SKIPPED.value)
@@ -66,3 +68,20 @@ def _delete_rows(
         if deleted != 1:  # reopened meanwhile: roll everything back
             raise _ChangedError
     return files
+
+
+def unreferenced_files(session_factory: SessionFactory, paths: Iterable[str]) -> set[str]:
+    """Those of ``paths`` (relative to the spool root) that no instance or delivery row
+    names: the only files it is safe to delete.
+
+    Call it under the study's lock (:func:`node.locks.study_lock`), which the listener
+    holds from placing a file until its row is committed; raises
+    :class:`sqlalchemy.exc.SQLAlchemyError` when the database cannot say (then keep them).
+    """
+    wanted = set(paths)
+    if not wanted:
+        return set()
+    with session_factory() as session:
+        named = set(session.scalars(select(Instance.path).where(Instance.path.in_(wanted))))
+        named |= set(session.scalars(select(Delivery.path).where(Delivery.path.in_(wanted))))
+    return wanted - named

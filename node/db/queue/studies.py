@@ -4,7 +4,9 @@ Every function is one transaction (or runs in the caller's, where it takes a ses
 Changes are conditional ``UPDATE``s (``WHERE state = ... AND generation = ...``), so they
 are atomic on SQLite and PostgreSQL alike: two workers never claim the same study, and a
 stage whose study was reopened by a late instance (a new ``generation``) cannot
-overwrite the newer state.
+overwrite the newer state. Leases are set and judged by the database's clock
+(:func:`~node.db.engine.database_now`), so machines whose clocks disagree still agree on
+when a lease runs out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from node.db.audit import add_action
-from node.db.engine import SessionFactory, changed_rows
+from node.db.engine import SessionFactory, changed_rows, database_now
 from node.db.models import Study, StudyEvent, StudyState, utcnow
 from node.db.records import StudyRef
 from node.errors import NodeError
@@ -29,12 +31,14 @@ __all__ = [
     "claim_next",
     "expire_claims",
     "find_study",
+    "held_claims",
     "record_event",
     "release_claim",
     "renew_lease",
     "reprocess",
     "requeue",
     "transition",
+    "unclaim",
 ]
 
 
@@ -74,26 +78,30 @@ def claim_next(
     """Claim the oldest study in ``from_state`` (or one in ``to_state`` whose lease expired).
 
     The claim moves it to ``to_state`` with ``claimed_by = worker_id`` and a lease of
-    ``lease_seconds``; renew it with :func:`renew_lease` while working. Returns ``None``
-    when there is nothing to claim.
+    ``lease_seconds``, and counts one more attempt (``attempts``: the worker gives up on a
+    study claimed too often, see ``worker.max_attempts``); renew it with
+    :func:`renew_lease` while working. Returns ``None`` when there is nothing to claim.
     """
-    now = utcnow()
-    claimable = or_(
-        Study.state == from_state.value,
-        and_(Study.state == to_state.value, Study.lease_expires_at < now),
-    )
     with session_factory() as session:
+        now = database_now(session)
         candidates = session.execute(
             select(Study.id, Study.state, Study.generation)
-            .where(claimable)
+            .where(
+                or_(
+                    Study.state == from_state.value,
+                    and_(Study.state == to_state.value, Study.lease_expires_at < now),
+                )
+            )
             .order_by(Study.state_changed_at, Study.id)
             .limit(8)
         ).all()
     for study_id, state, generation in candidates:
-        # rows in from_state carry no claim (every transition releases it); a row already
-        # in to_state is claimable only while its lease stays expired
-        expired = [] if state == from_state.value else [Study.lease_expires_at < now]
         with session_factory.begin() as session:
+            # leases are set and judged by the database's clock, never this machine's
+            now = database_now(session)
+            # rows in from_state carry no claim (every transition releases it); a row
+            # already in to_state is claimable only while its lease stays expired
+            expired = [] if state == from_state.value else [Study.lease_expires_at < now]
             claimed = changed_rows(
                 session,
                 update(Study)
@@ -107,7 +115,8 @@ def claim_next(
                     state=to_state.value,
                     claimed_by=worker_id,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    state_changed_at=now,
+                    state_changed_at=utcnow(),
+                    attempts=Study.attempts + 1,
                 ),
             )
             if claimed != 1:
@@ -140,13 +149,31 @@ def _unchanged(study: StudyRef) -> list[ColumnElement[bool]]:
 def renew_lease(session_factory: SessionFactory, study: StudyRef, lease_seconds: float) -> bool:
     """Extend the lease of a study this worker holds; False if it lost the claim."""
     with session_factory.begin() as session:
+        expires = database_now(session) + timedelta(seconds=lease_seconds)
         renewed = changed_rows(
-            session,
-            update(Study)
-            .where(*_unchanged(study))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+            session, update(Study).where(*_unchanged(study)).values(lease_expires_at=expires)
         )
         return renewed == 1
+
+
+def held_claims(session_factory: SessionFactory, studies: Iterable[StudyRef]) -> set[int]:
+    """The ids of ``studies`` whose claim (as in the snapshot) is still held and whose lease
+    has not run out by the database's clock: what a stage may still act on. Nobody else
+    can claim such a study before the lease runs out."""
+    snapshots = list(studies)
+    if not snapshots:
+        return set()
+    with session_factory() as session:
+        now = database_now(session)
+        return {
+            int(study_id)
+            for study_id in session.scalars(
+                select(Study.id).where(
+                    or_(*(and_(*_unchanged(study)) for study in snapshots)),
+                    Study.lease_expires_at > now,
+                )
+            )
+        }
 
 
 def claim_holders(session_factory: SessionFactory) -> set[str]:
@@ -165,11 +192,10 @@ def expire_claims(session_factory: SessionFactory, holders: Iterable[str]) -> in
     if not names:
         return 0
     with session_factory.begin() as session:
+        expired = database_now(session) - timedelta(seconds=1)
         return changed_rows(
             session,
-            update(Study)
-            .where(Study.claimed_by.in_(names))
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1)),
+            update(Study).where(Study.claimed_by.in_(names)).values(lease_expires_at=expired),
         )
 
 
@@ -241,6 +267,24 @@ def transition(
     return StudyRef.of(row)
 
 
+def unclaim(session_factory: SessionFactory, study: StudyRef) -> StudyRef | None:
+    """Give a claimed study back to ``queued`` untouched (a worker stopping before it began
+    on it), taking back the attempt its claim counted. ``None`` when it changed meanwhile."""
+    with session_factory.begin() as session:
+        moved = transition(session_factory, study, StudyState.QUEUED, session=session)
+        if moved is None:
+            return None
+        changed_rows(
+            session,
+            update(Study)
+            .where(Study.id == study.id, Study.attempts > 0)
+            .values(attempts=Study.attempts - 1),
+        )
+        row = session.get(Study, study.id, populate_existing=True)
+        assert row is not None
+        return StudyRef.of(row)
+
+
 def requeue(session: Session, study: Study, event: str, detail: dict[str, Any]) -> int:
     """Move ``study`` to ``queued`` as a new generation, in the caller's transaction.
 
@@ -258,6 +302,7 @@ def requeue(session: Session, study: Study, event: str, detail: dict[str, Any]) 
             state_changed_at=utcnow(),
             claimed_by=None,
             lease_expires_at=None,
+            attempts=0,
         ),
     )
     if moved != 1:
