@@ -130,12 +130,8 @@ def _to_unit_range_direct(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage:
         if np.issubdtype(values.dtype, np.floating) and np.array_equal(values, np.round(values)):
             # keep integers so a VOI LUT Sequence indexes them exactly
             values = values.astype(np.int64)
-    voi = _windowed(ds, values)
-    if voi is not None:
-        result, low, high = voi
-    else:
-        result = values.astype(np.float64)
-        low, high = float(result.min()), float(result.max())
+    result, window = _windowed(ds, values)
+    low, high = window if window is not None else (float(result.min()), float(result.max()))
     return _scale(ds, result, low, high)
 
 
@@ -158,13 +154,13 @@ def _apply_voi(ds: Dataset, values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any],
 
 def _windowed(
     ds: Dataset, values: npt.NDArray[Any]
-) -> tuple[npt.NDArray[np.float64], float, float] | None:
-    """The VOI LUT or window applied to ``values`` as ``float64`` and the VOI's output
-    range, or ``None`` when the data set has neither."""
+) -> tuple[npt.NDArray[np.float64], tuple[float, float] | None]:
+    """``values`` through the VOI LUT or window, as ``float64``, and the VOI's output
+    range; without a VOI, the values themselves and ``None`` (the caller finds the range)."""
     if not _voi_applies(ds):
-        return None
+        return values.astype(np.float64), None
     windowed, low, high = _apply_voi(ds, values)
-    return windowed.astype(np.float64), low, high
+    return windowed.astype(np.float64), (low, high)
 
 
 def _scale(ds: Dataset, result: npt.NDArray[np.float64], low: float, high: float) -> FloatImage:
@@ -241,11 +237,10 @@ def unit_table(ds: Dataset, arr: npt.NDArray[Any]) -> FloatImage | None:
             seen = values[occurs()]
             if np.array_equal(seen, np.round(seen)):
                 values = values.astype(np.int64)
-    voi = _windowed(ds, values)
-    if voi is not None:
-        result, low, high = voi
+    result, window = _windowed(ds, values)
+    if window is not None:
+        low, high = window
     else:
-        result = values.astype(np.float64)
         # the data range: with a monotonic modality transform (none or a rescale) the
         # smallest and largest stored values settle it, else every value that occurs
         ends = None if "ModalityLUTSequence" in ds else _range_entries(arr, stored, index_type)

@@ -473,8 +473,8 @@ def build_failure_report(
     model_name: str,
     model_version: str,
 ) -> hd.sr.ComprehensiveSR:
-    """TID 1500 report for a study that failed or was skipped: an empty Imaging
-    Measurements container and a text item with ``reason``."""
+    """TID 2000 report for a study that failed or was skipped: no measurements, and the
+    ``reason`` in its Findings (see :func:`_basic_document`)."""
     return _basic_document(
         sources,
         (
