@@ -88,6 +88,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.logging)
+    if settings.worker.nice and hasattr(os, "nice"):
+        os.nice(settings.worker.nice)  # the listener's process gets the CPU first
     serve_forever(NodeService(settings, role="worker"))
     return 0
 

@@ -263,6 +263,10 @@ class WorkerSettings(_Section):
     lease): an image that kills the process would otherwise make a restarted node claim
     it, and die, forever. The failed study gets its failure report; ``breast-node retry``
     queues it again with fresh attempts."""
+    nice: int = Field(default=10, strict=True, ge=0, le=19)
+    """CPU priority a ``breast-node worker`` process gives itself (Unix nice value, 0-19):
+    inference is heavy and can wait, receiving cannot, so on a shared machine the
+    listener's process gets the CPU first. Not applied to a worker inside ``serve``."""
 
 
 class SendingSettings(_Section):

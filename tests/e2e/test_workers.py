@@ -71,6 +71,9 @@ def test_two_worker_processes_share_the_queue_and_infer_each_study_once(
     node.start()
     try:
         worker_processes += [Worker(config, tmp_path / f"worker{i}.log") for i in (1, 2)]
+        # inference yields the CPU to receiving: each worker runs at worker.nice, the node not
+        assert [_nice(w.proc.pid) for w in worker_processes] == [10, 10]
+        assert node.proc is not None and _nice(node.proc.pid) == 0
         for start in range(0, len(files), 4):
             storescu(settings.node.port, files[start : start + 4])
         db = database(settings.storage.database)
@@ -101,3 +104,9 @@ def test_two_worker_processes_share_the_queue_and_infer_each_study_once(
     to_pacs = [d for s in studies for d in deliveries_of(db, s.id) if d.destination == "pacs"]
     assert to_pacs and {d.state.value for d in to_pacs} == {"sent"}
     assert len(pacs.files()) == len(to_pacs)  # each object once
+
+
+def _nice(pid: int) -> int:
+    """The nice value of process ``pid`` (field 19 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
