@@ -599,6 +599,13 @@ class HttpSettings(_Section):
     port: Port = 8112
     token: str | None = Field(default=None, min_length=16)
     """When set, every request needs ``Authorization: Bearer <token>``; masked in logs."""
+    threads: int = Field(default=4, strict=True, ge=1, le=64)
+    """Requests handled at once, each read in full before a thread is given to it."""
+    request_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a client has to send its whole request, and the node to send its answer;
+    a slower client is disconnected."""
+    max_connections: int = Field(default=64, strict=True, ge=1, le=10000)
+    """Requests being read at once; when another connection comes, the oldest is closed."""
 
 
 class RetentionSettings(_Section):
