@@ -16,6 +16,7 @@ __all__ = [
     "VERIFICATION",
     "closed_by_peer",
     "echo_seconds",
+    "fd_targets",
     "header",
     "open_fds",
     "pdata_association",
@@ -108,3 +109,14 @@ def threads(pid: int) -> int:
 def open_fds(pid: int) -> int:
     """Open file descriptors of process ``pid``."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each open descriptor of process ``pid`` refers to (a path, ``socket:[...]``)."""
+    targets = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except FileNotFoundError:  # closed meanwhile
+            continue
+    return targets
