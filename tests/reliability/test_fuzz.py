@@ -28,7 +28,7 @@ from pydicom.uid import JPEGLSLossless
 from sqlalchemy import select
 
 from node.config import load_settings
-from node.db import Instance, Study, open_database, open_reader
+from node.db import Instance, Study, open_reader
 from node.dicom import status
 from tests.conftest import wait_until
 from tests.e2e.conftest import model_dir  # noqa: F401  (the session's tiny model)
@@ -42,7 +42,7 @@ from tests.helpers.mutations import (
     send_raw,
 )
 from tests.helpers.node import Node
-from tests.reliability.conftest import TERMINAL, Served, serve_config
+from tests.reliability.conftest import TERMINAL, Served, serve_config, serving
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -55,19 +55,9 @@ EXPECTED = {status.SUCCESS, status.CANNOT_UNDERSTAND, status.DATASET_DOES_NOT_MA
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Served]:  # noqa: F811
-    folder = tmp_path_factory.mktemp("fuzz")
-    config = serve_config(
-        folder,
-        model_dir,
-        worker={"batch_studies": 16, "check_interval_seconds": 0.2},
-    )
-    settings = load_settings(config, environ={})
-    node = Node(config, folder / "node.log")
-    node.start()
-    try:
-        yield Served(node, settings, open_database(settings.storage.database))
-    finally:
-        node.stop()
+    worker = {"batch_studies": 16, "check_interval_seconds": 0.2}
+    with serving(tmp_path_factory.mktemp("fuzz"), model_dir, worker=worker) as node:
+        yield node
 
 
 @pytest.fixture(scope="module")
