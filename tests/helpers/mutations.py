@@ -191,10 +191,8 @@ def _declared_size(data: bytearray, body: int, length: int, rng: random.Random) 
         at = siz + 6 + 4 * rng.randrange(2)
         data[at : at + 4] = rng.choice(sides).to_bytes(4, "big")
     elif sof >= 0:  # Lf, P, then Y and X (16-bit big-endian)
-        # not 0 lines (their number to come in a DNL marker): pylibjpeg-libjpeg never
-        # returns from such a stream (jpeg_ls_without_lines, test_fuzz.py)
         at = sof + 5 + 2 * rng.randrange(2)
-        data[at : at + 2] = rng.choice(sides[1:]).to_bytes(2, "big")
+        data[at : at + 2] = rng.choice(sides).to_bytes(2, "big")
     else:  # RLE: the number of segments, then their offsets
         at = body + 4 * rng.randrange(16)
         data[at : at + 4] = rng.choice([0, 15, 16, length * 2, 0xFFFFFFFF]).to_bytes(4, "little")

@@ -176,12 +176,6 @@ def settle(
         time.sleep(1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pylibjpeg-rle panics on some broken RLE streams (pyo3's PanicException, a "
-    "BaseException that the per-image handling's `except Exception` lets through): the "
-    "batch holding such an image stays claimed, with nothing logged, until its lease ends",
-)
 def test_every_stored_study_ends_with_a_result_or_a_reason(fuzz: Fuzzed) -> None:
     """The pipeline's side: every study stored ends ``done`` (only when its file reads
     whole and decodes), ``failed`` or ``skipped`` with a reason."""
@@ -207,19 +201,15 @@ def test_every_stored_study_ends_with_a_result_or_a_reason(fuzz: Fuzzed) -> None
     assert served.alive() and served.echo()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="images are decoded in the serve process (inference.decode_processes: 0) with no "
-    "time limit; pylibjpeg-libjpeg, tried after CharLS refuses this stream, never returns "
-    "and holds the interpreter lock, so the listener stops answering",
-)
 def test_an_image_whose_decoder_never_returns_does_not_silence_the_listener(
     tmp_path: Path,
     bases: list[Dataset],
     model_dir: Path,  # noqa: F811
 ) -> None:
     """A JPEG-LS image whose frame header declares 0 lines (found by the fuzz): once the
-    worker takes it up, the listener must still answer C-ECHO."""
+    worker takes it up, the listener must still answer C-ECHO, and the study fails with a
+    reason that says why (before, pylibjpeg-libjpeg was tried after CharLS refused the
+    stream, never returned and held the interpreter lock)."""
     config = serve_config(tmp_path, model_dir)
     settings = load_settings(config, environ={})
     node = Node(config, tmp_path / "node.log")
@@ -235,8 +225,14 @@ def test_an_image_whose_decoder_never_returns_does_not_silence_the_listener(
             lambda: (s := served.studies().get(uid)) is not None and s.state != "receiving",
             timeout=60,
         )
-        time.sleep(2.0)  # the worker is decoding it now
+        time.sleep(2.0)  # the worker has taken it up
         ok, seconds = echo_seconds(settings.node.port, timeout=10)
         assert ok, f"no C-ECHO answer within {seconds:.0f} s"
+        assert wait_until(
+            lambda: (s := served.studies().get(uid)) is not None and s.state == "failed",
+            timeout=60,
+        )
+        reason = served.studies()[uid].reason or ""
+        assert "0 lines" in reason and "not decoded" in reason, reason
     finally:
         node.kill()  # a process stuck in a decoder does not stop on SIGTERM
