@@ -76,7 +76,7 @@ def _study_row(row: StudyRow) -> str:
 
 def render_status_page(view: NodeView, limit: int = 50) -> str:
     """The status page as an HTML document."""
-    healthy, checks = check_health(view)
+    healthy, checks = check_health(view, write_probe=False)  # never waits for the write lock
     health_rows = "".join(
         f'<tr><td>{_text(name)}</td><td class="{"ok" if c["ok"] else "bad"}">'
         f"{'ok' if c['ok'] else 'failing'}</td><td>{_text(c['detail'])}</td></tr>"

@@ -113,8 +113,9 @@ def test_read_only_pages_do_not_wait_for_the_write_lock(
     served: tuple[Node, Settings], synthetic: Callable[..., Path]
 ) -> None:
     """Another connection holds SQLite's write lock (``BEGIN IMMEDIATE``) for longer than
-    the busy timeout: ``/metrics`` and a study's page still answer at once, since they
-    read in transactions that never ask for that lock."""
+    the busy timeout: ``/metrics``, the status page and a study's page still answer at
+    once, since they read in transactions that never ask for that lock (``/healthz``
+    alone probes that the database takes a write)."""
     _, settings = served
     image = sorted(synthetic(studies=1, seed=7, size="small").rglob("*.dcm"))[0]
     peer = Peer("127.0.0.1", settings.node.port, settings.node.ae_title, "HTTP_TEST", 30)
@@ -125,7 +126,7 @@ def test_read_only_pages_do_not_wait_for_the_write_lock(
     holder = sqlite3.connect(database, isolation_level=None, timeout=30)
     try:
         holder.execute("BEGIN IMMEDIATE")
-        for path in ("/metrics", f"/studies/{study_uid}"):
+        for path in ("/metrics", "/", f"/studies/{study_uid}"):
             status, seconds, _ = get(settings, path)
             print(f"{path} with the write lock held elsewhere: {status} in {seconds:.2f} s")
             assert status == 200 and seconds < 2.0, (path, status, seconds)
