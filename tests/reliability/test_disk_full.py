@@ -26,7 +26,7 @@ from pynetdicom import AE, _config
 from node.config import Settings, load_settings
 from node.dicom import status
 from tests.conftest import wait_until
-from tests.helpers.hostile import echo_seconds, open_fds
+from tests.helpers.hostile import echo_seconds, fd_targets
 from tests.helpers.node import ROOT, Node
 from tests.reliability.conftest import serve_config
 
@@ -192,7 +192,7 @@ def test_out_of_space_is_answered_and_leaves_nothing(
     spool = settings.storage.spool
     small = write(sized(base, 256, "small"), tmp_path, "small")
     assert "Received Store Response (Success)" in storescu(settings, small)
-    fds = open_fds(node.proc.pid)
+    sockets = held_sockets(node.proc.pid)
 
     # 1. 96 MiB into the ~56 MiB left above the reserve, from storescu and from pynetdicom
     big = write(sized(base, 6928, "big"), tmp_path, "big")
@@ -252,8 +252,21 @@ def test_out_of_space_is_answered_and_leaves_nothing(
     # 4. space comes back: the next C-STORE succeeds, no restart
     ballast.unlink()
     assert "Received Store Response (Success)" in storescu(settings, again)
-    assert wait_until(lambda: open_fds(node.proc.pid) <= fds, timeout=10)
+    # no received file left open, no socket of a finished association left (the database
+    # pool may open connections of its own meanwhile: they are neither)
+    assert wait_until(lambda: not held_files(node.proc.pid, spool), timeout=10)
+    assert wait_until(lambda: held_sockets(node.proc.pid) <= sockets, timeout=10)
     assert not tmp_files(settings)
+
+
+def held_files(pid: int, spool: Path) -> list[str]:
+    """The files under ``spool`` process ``pid`` holds open."""
+    return [t for t in fd_targets(pid) if t.startswith(str(spool))]
+
+
+def held_sockets(pid: int) -> int:
+    """How many sockets process ``pid`` holds open."""
+    return sum(t.startswith("socket:") for t in fd_targets(pid))
 
 
 def test_a_full_file_system_without_a_watermark_is_out_of_resources(
