@@ -21,7 +21,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from node import jobs
 from node.config import Settings
 from node.counters import Counters
-from node.db import SessionFactory, claim_holders, expire_claims, open_database, utcnow
+from node.db import (
+    SessionFactory,
+    claim_holders,
+    expire_claims,
+    open_database,
+    open_reader,
+    utcnow,
+)
 from node.dicom.audit import AssociationAudit
 from node.dicom.scp import StorageSCP
 from node.errors import ModelError
@@ -58,6 +65,7 @@ class NodeService:
         self._stopping = threading.Event()
         self.counters = Counters()
         self.http: MonitoringServer | None = None
+        self._reader: SessionFactory | None = None
 
     def start(self) -> None:
         """Create the node's folders and start its parts. Idempotent.
@@ -189,9 +197,15 @@ class NodeService:
     def _start_http(self, spool: Spool) -> None:
         """Start the monitoring endpoint; a port in use is logged, not fatal (DICOM goes on)."""
         assert self.session_factory is not None
+        self._reader = open_reader(
+            self.settings.storage.database,
+            busy_timeout=self.settings.storage.database_busy_timeout_seconds,
+            pool_size=self.settings.http.threads,
+        )
         view = NodeView(
             settings=self.settings,
             session_factory=self.session_factory,
+            read_factory=self._reader,
             spool=spool,
             counters=self.counters,
             listener_port=lambda: self.scp.port if self.scp is not None else None,
@@ -252,6 +266,9 @@ class NodeService:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self._reader is not None:
+            self._reader.kw["bind"].dispose()
+            self._reader = None
         if self.scp is not None:
             self.scp.stop()
             self.scp = None

@@ -143,14 +143,43 @@ class NodeSettings(_Section):
     host: str = Field(default="0.0.0.0", min_length=1)
     port: Port = 11112
     max_associations: int = Field(default=16, strict=True, ge=1, le=1000)
-    max_pdu: int = Field(default=0, strict=True, ge=0)
-    """Largest PDU we receive, in bytes; 0 means unlimited (fastest for mammograms)."""
+    max_pdu: int = Field(default=0, strict=True, ge=0, le=2**32 - 1)
+    """Largest P-DATA-TF PDU we announce to a peer (Maximum Length Received, PS3.8 D.1),
+    bytes; 0 announces ``largest_pdu``. Large PDUs are fastest for mammograms."""
+    largest_pdu: int = Field(default=64 * 1024**2, strict=True, ge=4096, le=2**32 - 1)
+    """Largest PDU the listener reads after association, bytes (the PDU's length field),
+    whatever was announced: one whose header announces more gets an A-ABORT before any of
+    it is read, so a peer cannot make the node hold more than this per connection."""
+    pdu_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds to receive one whole PDU once its first bytes have come; a peer that stalls
+    or trickles longer is disconnected."""
+    association_request_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds from a TCP connection (its TLS handshake included) until its whole
+    A-ASSOCIATE-RQ has arrived; a connection that takes longer is closed."""
+    largest_association_request: int = Field(
+        default=256 * 1024, strict=True, ge=1024, le=16 * 1024**2
+    )
+    """Largest A-ASSOCIATE-RQ PDU read, bytes; one announcing more gets an A-ABORT unread."""
+    max_pending_connections: int = Field(default=32, strict=True, ge=1, le=10000)
+    """Connections accepted whose A-ASSOCIATE-RQ has not arrived yet; when one more comes,
+    the oldest is closed. They do not count against ``max_associations``."""
     acse_timeout: float = Field(default=30.0, gt=0, le=3600)
     """Seconds to wait for association messages (request, release) from the peer."""
     dimse_timeout: float = Field(default=60.0, gt=0, le=3600)
     """Seconds to wait for the next DIMSE message (C-STORE, C-ECHO) from the peer."""
     network_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds an idle connection is kept before it is closed."""
+
+    @model_validator(mode="after")
+    def _announced_within_read(self) -> NodeSettings:
+        if self.max_pdu > self.largest_pdu:
+            raise ValueError("max_pdu must not exceed largest_pdu (the most the listener reads)")
+        return self
+
+    @property
+    def announced_pdu(self) -> int:
+        """The Maximum Length Received announced to peers, bytes."""
+        return self.max_pdu or self.largest_pdu
 
 
 class ServerTls(_Section):
@@ -164,6 +193,9 @@ class ServerTls(_Section):
     """PEM bundle of the CAs whose client certificates are accepted (mutual TLS)."""
     require_client_cert: bool = False
     """Refuse connections without a client certificate signed by ``ca_certificates``."""
+    handshake_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a client's TLS handshake may take. It runs on the connection's own thread
+    (never the one that accepts connections), within ``node.association_request_timeout``."""
 
     @model_validator(mode="after")
     def _client_ca(self) -> ServerTls:
@@ -200,9 +232,10 @@ class StorageSettings(_Section):
     database: str = Field(default_factory=lambda: f"sqlite:///{_cwd_path('var/node.db')}")
     spool: ConfigPath = Field(default_factory=lambda: _cwd_path("var/spool"))
     min_free_bytes: int = Field(default=2 * 1024**3, strict=True, ge=0)
-    """Refuse new instances (Out of Resources) when the spool's file system has less free."""
+    """The reserve: refuse instances (Out of Resources) when the spool's file system has
+    less free, checked when a C-STORE arrives and before each MiB of it is written."""
     max_used_percent: float = Field(default=95.0, gt=0, le=100)
-    """Refuse new instances (Out of Resources) when the spool's file system is fuller."""
+    """Refuse instances (Out of Resources) that would make the spool's file system fuller."""
     database_busy_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     """SQLite: how long a writer waits for another writer's lock before failing."""
 
@@ -566,6 +599,13 @@ class HttpSettings(_Section):
     port: Port = 8112
     token: str | None = Field(default=None, min_length=16)
     """When set, every request needs ``Authorization: Bearer <token>``; masked in logs."""
+    threads: int = Field(default=4, strict=True, ge=1, le=64)
+    """Requests handled at once, each read in full before a thread is given to it."""
+    request_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds a client has to send its whole request, and the node to send its answer;
+    a slower client is disconnected."""
+    max_connections: int = Field(default=64, strict=True, ge=1, le=10000)
+    """Requests being read at once; when another connection comes, the oldest is closed."""
 
 
 class RetentionSettings(_Section):

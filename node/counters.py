@@ -1,15 +1,16 @@
-"""Process-lifetime counters (thread-safe), exported by ``/metrics``.
+"""Process-lifetime counters and histograms (thread-safe), exported by ``/metrics``.
 
-Counters count what happened since the process started, as Prometheus expects; what
-the database can answer (studies by state, deliveries, timings) is read from it at
-scrape time instead.
+They count what happened since the process started, as Prometheus expects, and are
+kept as things happen, so reading them costs the same however long the process ran.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
+from collections.abc import Sequence
 
-__all__ = ["Counters"]
+__all__ = ["Counters", "Histogram"]
 
 
 class Counters:
@@ -32,3 +33,27 @@ class Counters:
     def value(self, name: str, **labels: str) -> float:
         with self._lock:
             return float(self._values.get((name, tuple(sorted(labels.items()))), 0))
+
+
+class Histogram:
+    """Observations counted into fixed buckets (upper bounds, ascending), with their sum."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self.bounds, value)] += 1
+            self._sum += value
+
+    def snapshot(self) -> tuple[list[int], float, int]:
+        """(cumulative count at each bound, sum, count of all observations)."""
+        with self._lock:
+            cumulative, total = [], 0
+            for count in self._counts[:-1]:
+                total += count
+                cumulative.append(total)
+            return cumulative, self._sum, total + self._counts[-1]

@@ -28,13 +28,23 @@ from pathlib import Path
 
 from node.errors import SpoolFullError, StorageError
 
-__all__ = ["DIR_MODE", "FILE_MODE", "Spool", "uid_component", "write_atomically"]
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "IncomingFile",
+    "Spool",
+    "uid_component",
+    "write_atomically",
+]
 
 _SAFE_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 FILE_MODE = 0o600
 """Mode of every file in the spool."""
 DIR_MODE = 0o700
 """Mode of every folder in the spool."""
+CHECK_EVERY = 1 << 20
+"""An incoming file checks the watermark before each write that completes this many bytes
+since its last check (and before any write at least this big), bytes."""
 
 
 def uid_component(uid: str) -> str:
@@ -123,21 +133,33 @@ class Spool:
         """The absolute path of a spool-relative path."""
         return self.root / relative
 
-    def check_space(self) -> None:
-        """Raise :class:`SpoolFullError` when the file system is over either watermark."""
+    def check_space(self, extra_bytes: int = 0) -> None:
+        """Raise :class:`SpoolFullError` when the file system is over either watermark, or
+        would be once ``extra_bytes`` more are written; :class:`StorageError` when it
+        cannot be read."""
         try:
             stat = os.statvfs(self.root)
         except OSError as exc:
             raise StorageError(f"cannot stat spool {self.root}: {exc.strerror}") from exc
         total = stat.f_blocks * stat.f_frsize
         free = stat.f_bavail * stat.f_frsize
-        used_percent = 100.0 * (total - free) / total if total else 100.0
-        if free < self.min_free_bytes:
-            raise SpoolFullError(f"spool has {free} bytes free, below {self.min_free_bytes}")
+        after = free - extra_bytes
+        used_percent = 100.0 * (total - after) / total if total else 100.0
+        more = f" (with {extra_bytes} more bytes)" if extra_bytes else ""
+        if after < self.min_free_bytes:
+            raise SpoolFullError(
+                f"spool has {free} bytes free{more}, below {self.min_free_bytes} "
+                "(storage.min_free_bytes)"
+            )
         if used_percent > self.max_used_percent:
             raise SpoolFullError(
-                f"spool file system is {used_percent:.1f}% used, above {self.max_used_percent}%"
+                f"spool file system is {used_percent:.1f}% used{more}, above "
+                f"{self.max_used_percent}% (storage.max_used_percent)"
             )
+
+    def incoming(self) -> IncomingFile:
+        """A new file in ``tmp/`` for a data set being received (see :class:`IncomingFile`)."""
+        return IncomingFile(self, self.tmp / f"{uuid.uuid4().hex}.dcm")
 
     def write(self, relative: str, chunks: Iterable[bytes | memoryview]) -> int:
         """Write ``chunks`` to ``relative`` atomically and durably; returns the size.
@@ -195,3 +217,108 @@ class Spool:
             folder.mkdir(mode=DIR_MODE, exist_ok=True)
             _fsync_dir(folder.parent)
         return folder
+
+
+class IncomingFile:
+    """A data set being received into ``tmp/``, with the spool's watermark kept as it grows.
+
+    The watermark (``min_free_bytes``, ``max_used_percent``) is checked when the file is
+    created (the C-STORE request has arrived), and before each write that completes
+    another :data:`CHECK_EVERY` bytes, counting the bytes about to be written. When space
+    is short, or a write fails (``ENOSPC``), the file is *refused*: it is closed and removed
+    at once, the rest of the data set is read and dropped, and :attr:`refusal` says why, so
+    that the C-STORE can be answered (Out of Resources) instead of the association aborted.
+    A file never created for lack of space leaves nothing behind.
+
+    Written with unbuffered ``os.write``; offers what pynetdicom uses of the
+    ``NamedTemporaryFile`` it would otherwise create: ``name``, ``write``, ``file.flush``
+    and ``close``. :meth:`discard` removes a file whose transfer never finished.
+    """
+
+    def __init__(self, spool: Spool, path: Path) -> None:
+        self.name = str(path)
+        self.refusal: StorageError | None = None
+        self.written = 0
+        self.dropped = 0
+        self._spool = spool
+        self._fd: int | None = None
+        self._unchecked = 0
+        self._finished = False
+        try:
+            spool.check_space()
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except StorageError as exc:
+            self.refusal = exc
+        except OSError as exc:
+            self.refusal = _write_error(exc)
+
+    @property
+    def file(self) -> IncomingFile:
+        """Itself (pynetdicom flushes ``file.file``)."""
+        return self
+
+    @property
+    def finished(self) -> bool:
+        """Closed after a complete transfer, refused, or discarded."""
+        return self._finished or self.refusal is not None
+
+    def flush(self) -> None:
+        """Nothing to do: every write goes straight to the file."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data`` (or drop it, once refused); returns its length."""
+        size = len(data)
+        if self._fd is None:
+            self.dropped += size
+            return size
+        if self._unchecked + size >= CHECK_EVERY:
+            try:
+                self._spool.check_space(size)
+            except StorageError as exc:
+                self._refuse(exc)
+                self.dropped += size
+                return size
+            self._unchecked = 0
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self._refuse(_write_error(exc))
+            self.dropped += size
+            return size
+        self._unchecked += size
+        self.written += size
+        return size
+
+    def close(self) -> None:
+        """Close the file and keep it (the transfer is complete)."""
+        self._finished = True
+        self._close_fd()
+
+    def discard(self) -> None:
+        """Close and remove the file: its transfer did not finish (an abort, a dropped
+        connection), or it was not stored."""
+        self._finished = True
+        self._close_fd()
+        try:
+            os.unlink(self.name)
+        except FileNotFoundError:
+            pass
+        except OSError:  # the next start empties tmp/
+            pass
+
+    def _refuse(self, reason: StorageError) -> None:
+        self.refusal = reason
+        self.discard()
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _write_error(exc: OSError) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SpoolFullError(f"spool file system full: {exc.strerror}")
+    return StorageError(f"cannot write to the spool: {exc.strerror or exc}")

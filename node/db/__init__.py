@@ -23,6 +23,7 @@ from node.db.engine import (
     init_schema,
     make_engine,
     open_database,
+    open_reader,
 )
 from node.db.models import (
     Delivery,
@@ -95,6 +96,7 @@ __all__ = [
     "init_schema",
     "make_engine",
     "open_database",
+    "open_reader",
     "record_attempts",
     "record_event",
     "record_instance",

@@ -107,25 +107,34 @@ def add_sent(session: Session, outcomes: Sequence[AttemptOutcome]) -> None:
     """Append ``sent`` rows for delivery attempts, inside the caller's transaction.
 
     One row per study and destination: the SOP Instance UIDs with the status each got
-    (the DIMSE status, or the error when there was none).
+    (the DIMSE status, or the error when there was none) and which attempt of that
+    object it was (``attempt``, counted by the delivery row, which the caller has already
+    updated).
     """
     if not outcomes:
         return
     by_id = {outcome.delivery_id: outcome for outcome in outcomes}
     rows = session.execute(
-        select(Delivery.id, Delivery.destination, Delivery.sop_instance_uid, Study.study_uid)
+        select(
+            Delivery.id,
+            Delivery.destination,
+            Delivery.sop_instance_uid,
+            Delivery.attempts,
+            Study.study_uid,
+        )
         .join(Study, Study.id == Delivery.study_id)
         .where(Delivery.id.in_(list(by_id)))
         .order_by(Delivery.id)
     ).all()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for delivery_id, destination, sop_uid, study_uid in rows:
+    for delivery_id, destination, sop_uid, attempts, study_uid in rows:
         outcome = by_id[delivery_id]
         groups.setdefault((study_uid, destination), []).append(
             {
                 "sop_instance_uid": sop_uid,
                 "status": None if outcome.status is None else f"0x{outcome.status:04X}",
                 "sent": outcome.sent,
+                "attempt": int(attempts),
                 **({} if outcome.sent else {"error": outcome.error}),
             }
         )

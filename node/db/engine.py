@@ -38,6 +38,7 @@ __all__ = [
     "init_schema",
     "make_engine",
     "open_database",
+    "open_reader",
 ]
 
 log = structlog.get_logger(__name__)
@@ -101,24 +102,41 @@ def _v4(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE studies ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
 
 
+def _v5(conn: Connection) -> None:
+    # results counted by outcome from an index, not by reading every row (/metrics);
+    # a database created at version 2 or later by this code has it already
+    for index in Base.metadata.tables["results"].indexes:
+        if index.name == "ix_results_outcome":
+            index.create(conn, checkfirst=True)
+
+
 #: Forward migrations: index i brings the schema from version i to i + 1.
-_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3, _v4)
+_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> Engine:
+def make_engine(
+    url: str, *, busy_timeout: float = 30.0, pool_size: int = 8, read_only: bool = False
+) -> Engine:
     """An engine for ``url``.
 
     SQLite: WAL journal, ``synchronous=FULL`` (a committed row survives a crash), a busy
     timeout, and ``BEGIN IMMEDIATE`` transactions so concurrent writers queue on the lock
-    instead of failing when a read turns into a write.
+    instead of failing when a read turns into a write. With ``read_only`` (SQLite), plain
+    ``BEGIN`` transactions on ``query_only`` connections: in WAL mode they read a snapshot
+    and never take the write lock, so a reader never makes a writer wait, nor waits for
+    one. PostgreSQL readers never block writers; ``read_only`` marks its transactions
+    read-only.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(
+        engine = create_engine(
             parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size
         )
-    if parsed.database and parsed.database != ":memory:":
+        return engine.execution_options(postgresql_readonly=True) if read_only else engine
+    if parsed.database and parsed.database != ":memory:" and not read_only:
+        # never beside open connections of this process: closing any descriptor of the
+        # file drops every POSIX lock the process holds on it, SQLite's included
         _private_file(Path(parsed.database))
     engine = create_engine(
         parsed,
@@ -136,11 +154,13 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -> 
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -194,4 +214,12 @@ def open_database(url: str, *, busy_timeout: float = 30.0, pool_size: int = 8) -
     """Engine + schema + session factory in one call (what the service and CLI use)."""
     engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size)
     init_schema(engine)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def open_reader(url: str, *, busy_timeout: float = 30.0, pool_size: int = 4) -> SessionFactory:
+    """Sessions that only read (``make_engine(read_only=True)``): what the monitoring
+    endpoint's pages and ``/metrics`` use, so that they never hold up the listener's
+    writes. The schema must exist (:func:`open_database` first)."""
+    engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, read_only=True)
     return sessionmaker(engine, expire_on_commit=False)

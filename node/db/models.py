@@ -190,7 +190,10 @@ class Result(Base):
     """
 
     __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("study_id", "generation"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "generation"),
+        Index("ix_results_outcome", "outcome"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)

@@ -31,18 +31,21 @@ from node.db.queue.studies import find_study
 from node.db.records import INSTANCE_COLUMNS, DeliveryRef, InstanceFacts, StudyRef
 
 __all__ = [
-    "DeliveryTotals",
+    "HistoryMarks",
+    "News",
     "StudyRow",
     "audit_events",
     "count_by_state",
+    "deliveries_by_state",
     "deliveries_of",
     "delivery_counts",
-    "delivery_totals",
     "events_of",
-    "inference_seconds",
+    "history_marks",
     "instances_of",
     "list_studies",
+    "news_since",
     "queue_waits",
+    "queued_studies",
     "recent_studies",
     "result_counts",
     "results_of",
@@ -357,37 +360,14 @@ def audit_events(
         ]
 
 
-@dataclass(frozen=True)
-class DeliveryTotals:
-    """Deliveries of every study and generation: rows by state and attempts made."""
-
-    by_state: dict[DeliveryState, int]
-    attempts: int
-    sent: int
-    retries: int
-
-
-def delivery_totals(session_factory: SessionFactory) -> DeliveryTotals:
-    """Counts over every delivery row (for ``/metrics``)."""
+def deliveries_by_state(session_factory: SessionFactory) -> dict[DeliveryState, int]:
+    """Delivery rows of every study and generation by state, every state listed (counted
+    from the ``(state, next_attempt_at)`` index)."""
     with session_factory() as session:
-        by_state = dict(
+        counts = dict(
             session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
         )
-        attempts, sent = session.execute(
-            select(
-                func.coalesce(func.sum(Delivery.attempts), 0),
-                func.count().filter(Delivery.state == DeliveryState.SENT.value),
-            )
-        ).one()
-        retries = session.scalar(
-            select(func.coalesce(func.sum(Delivery.attempts - 1), 0)).where(Delivery.attempts > 1)
-        )
-    return DeliveryTotals(
-        by_state={state: int(by_state.get(state.value, 0)) for state in DeliveryState},
-        attempts=int(attempts),
-        sent=int(sent),
-        retries=int(retries or 0),
-    )
+    return {state: int(counts.get(state.value, 0)) for state in DeliveryState}
 
 
 def result_counts(session_factory: SessionFactory) -> dict[ResultOutcome, int]:
@@ -399,14 +379,97 @@ def result_counts(session_factory: SessionFactory) -> dict[ResultOutcome, int]:
     return {outcome: int(counts.get(outcome.value, 0)) for outcome in ResultOutcome}
 
 
-def inference_seconds(session_factory: SessionFactory) -> list[float]:
-    """The worker's inference time of every stored result, seconds."""
+@dataclass(frozen=True)
+class HistoryMarks:
+    """The newest row of each append-only log that ``/metrics`` folds in (primary keys):
+    results, study events and audit rows. Rows after these are news."""
+
+    result_id: int = 0
+    event_id: int = 0
+    audit_id: int = 0
+
+
+@dataclass(frozen=True)
+class News:
+    """What the append-only logs gained after some :class:`HistoryMarks`."""
+
+    marks: HistoryMarks
+    inference_seconds: list[float]
+    """The worker's inference time of each new result, seconds."""
+    queue_events: list[tuple[int, datetime, str, dict[str, Any]]]
+    """New ``state``, ``claimed`` and ``reprocess`` events: (study id, time, kind, detail)."""
+    sent: list[dict[str, Any]]
+    """The objects of new ``sent`` audit rows: one per delivery attempt (``sent``,
+    ``attempt``)."""
+
+
+def history_marks(session_factory: SessionFactory) -> HistoryMarks:
+    """The marks as of now (three primary-key maxima)."""
     with session_factory() as session:
-        timings = session.scalars(
-            select(Result.timings).where(Result.outcome == ResultOutcome.RESULT.value)
+        result_id, event_id, audit_id = (
+            session.scalar(select(func.coalesce(func.max(column), 0)))
+            for column in (Result.id, StudyEvent.id, AuditEvent.id)
+        )
+    return HistoryMarks(int(result_id or 0), int(event_id or 0), int(audit_id or 0))
+
+
+def news_since(session_factory: SessionFactory, marks: HistoryMarks) -> News:
+    """Rows appended after ``marks`` (range scans of the primary keys), with the new marks.
+
+    Its cost is that of the new rows, however long the history. On PostgreSQL, where
+    several processes write, a row whose transaction commits after one with a higher key
+    has been read is not seen.
+    """
+    with session_factory() as session:
+        results = session.execute(
+            select(Result.id, Result.outcome, Result.timings)
+            .where(Result.id > marks.result_id)
+            .order_by(Result.id)
         ).all()
-    return [
-        float(t["worker_inference_s"])
-        for t in map(json.loads, timings)
-        if isinstance(t.get("worker_inference_s"), int | float)
+        events = session.execute(
+            select(StudyEvent.id, StudyEvent.study_id, StudyEvent.at, StudyEvent.kind,
+                   StudyEvent.detail)
+            .where(StudyEvent.id > marks.event_id)
+            .order_by(StudyEvent.id)
+        ).all()  # fmt: skip
+        audits = session.execute(
+            select(AuditEvent.id, AuditEvent.kind, AuditEvent.detail)
+            .where(AuditEvent.id > marks.audit_id)
+            .order_by(AuditEvent.id)
+        ).all()
+    seconds = []
+    for _, outcome, timings in results:
+        if outcome == ResultOutcome.RESULT.value:
+            value = json.loads(timings).get("worker_inference_s")
+            if isinstance(value, int | float):
+                seconds.append(float(value))
+    queue_events = [
+        (study_id, at, kind, json.loads(detail))
+        for _, study_id, at, kind, detail in events
+        if kind in ("state", "claimed", "reprocess")
     ]
+    sent = [
+        item
+        for _, kind, detail in audits
+        if kind == "sent"
+        for item in json.loads(detail).get("objects", [])
+    ]
+    return News(
+        marks=HistoryMarks(
+            results[-1][0] if results else marks.result_id,
+            events[-1][0] if events else marks.event_id,
+            audits[-1][0] if audits else marks.audit_id,
+        ),
+        inference_seconds=seconds,
+        queue_events=queue_events,
+        sent=sent,
+    )
+
+
+def queued_studies(session_factory: SessionFactory) -> dict[int, datetime]:
+    """Studies waiting in ``queued`` now: id -> when they were queued (the state index)."""
+    with session_factory() as session:
+        rows = session.execute(
+            select(Study.id, Study.state_changed_at).where(Study.state == StudyState.QUEUED.value)
+        ).all()
+    return {int(study_id): at for study_id, at in rows}

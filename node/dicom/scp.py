@@ -1,10 +1,11 @@
 """Our Storage SCP: receive C-STORE, write the bytes durably, record them, answer.
 
 The C-STORE handler never decodes pixel data. pynetdicom streams the data set, exactly as
-received, into a temporary DICOM file (with file meta); the handler reads a handful of
-header attributes from it (stopping before Pixel Data), fsyncs it, renames it into the
-spool and fsyncs the folder, records the instance in the database, and only then answers
-Success.
+received, into a file in the spool's ``tmp/`` (with file meta; an
+:class:`~node.spool.IncomingFile`, which keeps the spool's watermark while it grows); the
+handler reads a handful of header attributes from it (stopping before Pixel Data), fsyncs
+it, renames it into the spool and fsyncs the folder, records the instance in the
+database, and only then answers Success.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from node.db import InstanceFacts, RecordOutcome, SessionFactory, record_instanc
 from node.db.queue import unreferenced_files
 from node.dicom import status
 from node.dicom.contexts import SupportedContexts, add_scp_contexts
+from node.dicom.pending import PendingConnections
 from node.dicom.security import AssociationPolicy, server_context
-from node.dicom.transport import RequestHandler
+from node.dicom.transport import ListenerLimits, PduLimits, RequestHandler, receive_into_spool
 from node.errors import SpoolFullError, StorageError
 from node.imaging.dataset import laterality_of, view_of
 from node.locks import study_lock
-from node.spool import Spool
+from node.spool import IncomingFile, Spool
 
 __all__ = ["StorageSCP", "read_facts"]
 
@@ -159,7 +161,9 @@ class StorageSCP:
 
     C-STORE statuses (see :mod:`node.dicom.status`): Success when the instance is on
     disk and in the database (also for a resent instance); Out of Resources (A700) when
-    the spool is over its watermark; Data Set Does Not Match SOP Class (A900) when UIDs
+    the spool is over its watermark, or would be with the data set, or its file system
+    is full (the data set is then read to its end and dropped, never written past the
+    watermark); Data Set Does Not Match SOP Class (A900) when UIDs
     are missing or contradict the command; Cannot Understand (C000) when the data set
     cannot be parsed; Duplicate SOP Instance (0111) when the SOP Instance UID is already
     recorded under another study (nothing is stored); Processing Failure (0110) when the
@@ -168,7 +172,9 @@ class StorageSCP:
 
     Associations from addresses or calling AE titles outside the ``security`` allow-lists
     are rejected (:class:`~node.dicom.security.AssociationPolicy`); with ``security.tls``
-    the listener speaks DICOM TLS only.
+    the listener speaks DICOM TLS only. Connections are admitted within the ``node``
+    limits (request time and size, pending connections, PDU size and time; see
+    :mod:`node.dicom.transport`).
     """
 
     def __init__(self, settings: Settings, spool: Spool, session_factory: SessionFactory):
@@ -176,6 +182,7 @@ class StorageSCP:
         self.spool = spool
         self.session_factory = session_factory
         self._server: ThreadedAssociationServer | None = None
+        self._pending: PendingConnections | None = None
 
     @property
     def port(self) -> int:
@@ -189,22 +196,30 @@ class StorageSCP:
         node = self.settings.node
         ae = AE(ae_title=node.ae_title)
         ae.maximum_associations = node.max_associations
-        ae.maximum_pdu_size = node.max_pdu
+        ae.maximum_pdu_size = node.announced_pdu
         ae.acse_timeout = node.acse_timeout
         ae.dimse_timeout = node.dimse_timeout
         ae.network_timeout = node.network_timeout
         add_scp_contexts(ae)
         # Receive each data set straight into a file (event.dataset_path) instead of
         # memory: the write overlaps the network transfer and the handler only has to
-        # fsync and rename it. pynetdicom creates the file in tempfile.gettempdir(), which
-        # `breast-node serve` points at the spool's tmp/ folder.
+        # fsync and rename it. The file is an IncomingFile in the spool's tmp/ folder.
         _config.STORE_RECV_CHUNKED_DATASET = True
+        receive_into_spool()
         security = self.settings.security
         tls = security.tls
+        pending = PendingConnections(node.max_pending_connections, node.association_request_timeout)
+        limits = ListenerLimits(
+            pending=pending,
+            largest_request=node.largest_association_request,
+            handshake_timeout=tls.handshake_timeout if tls else node.association_request_timeout,
+            pdu=PduLimits(largest=node.largest_pdu, timeout=node.pdu_timeout),
+            spool=self.spool,
+        )
         server = ae.start_server(
             (node.host, node.port),
             block=False,
-            ssl_context=(server_context(tls, handshake_timeout=node.acse_timeout) if tls else None),
+            ssl_context=server_context(tls) if tls else None,
             evt_handlers=[
                 (evt.EVT_REQUESTED, AssociationPolicy(security).handle_requested),
                 (evt.EVT_C_ECHO, self.handle_echo),
@@ -216,14 +231,21 @@ class StorageSCP:
         # two costs pynetdicom pays per association and per PDU, made small: copying
         # ~170 supported contexts, and reading each PDU 4 KiB at a time
         server.contexts = SupportedContexts(server.contexts)
-        server.RequestHandlerClass = RequestHandler
+        server.RequestHandlerClass = RequestHandler.with_limits(limits)
+        # each connection's thread lives as long as its association
+        server.daemon_threads = True
         self._server = server
+        self._pending = pending
 
     def stop(self) -> None:
-        """Stop listening; associations in progress are closed."""
+        """Stop listening; connections still waiting for their association request are
+        closed, associations in progress run to their end."""
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
 
     def bind(self, event: evt.NotificationEvent, handler: Callable[[evt.Event], None]) -> None:
         """Add a notification handler (e.g. the association audit) to the running server."""
@@ -241,6 +263,22 @@ class StorageSCP:
         calling_ae = str(event.assoc.requestor.ae_title).strip()
         sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
         bound = log.bind(calling_ae=calling_ae, sop_instance_uid=sop_instance_uid)
+        incoming = getattr(request, "_dataset_file", None)
+        if isinstance(incoming, IncomingFile) and incoming.refusal is not None:
+            # refused while it arrived: nothing of it is on disk any more
+            refusal = incoming.refusal
+            answer = (
+                status.OUT_OF_RESOURCES
+                if isinstance(refusal, SpoolFullError)
+                else status.PROCESSING_FAILURE
+            )
+            bound.warning(
+                "store.refused",
+                status=status.describe(answer),
+                reason=str(refusal),
+                bytes_dropped=incoming.dropped,
+            )
+            return answer
         try:
             self.spool.check_space()
         except SpoolFullError as exc:

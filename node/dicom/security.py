@@ -114,16 +114,17 @@ class AssociationPolicy:
 
 
 class _ListenerContext(ssl.SSLContext):
-    """A server context that bounds the handshake of each accepted connection.
+    """A server context that leaves the handshake to the connection's own thread.
 
-    pynetdicom wraps an accepted socket in the thread that accepts connections; without
-    a timeout a peer that connects and stays silent would hold up every later connection.
+    pynetdicom wraps each accepted socket in the thread that accepts connections; a
+    handshake there would make every later client wait for a silent peer. Wrapped
+    without it, the handshake runs in the connection's thread
+    (:class:`~node.dicom.transport.RequestHandler`), within
+    ``security.tls.handshake_timeout``.
     """
 
-    handshake_timeout: float = 30.0
-
     def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock.settimeout(self.handshake_timeout)
+        kwargs["do_handshake_on_connect"] = False
         return super().wrap_socket(sock, *args, **kwargs)
 
 
@@ -151,13 +152,13 @@ def _load(what: str, action: Any, *paths: Any) -> None:
         raise ConfigError(f"cannot load {what}: {exc}") from exc
 
 
-def server_context(tls: ServerTls, *, handshake_timeout: float = 30.0) -> ssl.SSLContext:
-    """The listener's TLS context: TLS 1.2+, our certificate, optional client checks.
+def server_context(tls: ServerTls) -> ssl.SSLContext:
+    """The listener's TLS context: TLS 1.2+, our certificate, optional client checks;
+    sockets it wraps do their handshake when the connection's thread asks for it.
 
     Raises :class:`ConfigError` when a certificate or key cannot be loaded.
     """
     context = _ListenerContext(ssl.PROTOCOL_TLS_SERVER)
-    context.handshake_timeout = handshake_timeout
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load("security.tls certificate", context.load_cert_chain, tls.certificate, tls.private_key)
     if tls.ca_certificates is not None:

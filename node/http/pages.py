@@ -76,16 +76,16 @@ def _study_row(row: StudyRow) -> str:
 
 def render_status_page(view: NodeView, limit: int = 50) -> str:
     """The status page as an HTML document."""
-    healthy, checks = check_health(view)
+    healthy, checks = check_health(view, write_probe=False)  # never waits for the write lock
     health_rows = "".join(
         f'<tr><td>{_text(name)}</td><td class="{"ok" if c["ok"] else "bad"}">'
         f"{'ok' if c['ok'] else 'failing'}</td><td>{_text(c['detail'])}</td></tr>"
         for name, c in checks.items()
     )
-    counts = count_by_state(view.session_factory)
+    counts = count_by_state(view.read_factory)
     count_cells = "".join(f"<th>{_text(state)}</th>" for state in counts)
     count_values = "".join(f'<td class="num">{n}</td>' for n in counts.values())
-    rows = list_studies(view.session_factory, limit=limit)
+    rows = list_studies(view.read_factory, limit=limit)
     study_rows = "".join(_study_row(row) for row in rows) or (
         '<tr><td colspan="12">No studies yet.</td></tr>'
     )

@@ -8,27 +8,39 @@ set every route requires ``Authorization: Bearer <token>``, or HTTP Basic with t
 as password (what a browser sends once it has asked), 401 otherwise; the token is never
 logged. Binds to ``http.host`` (127.0.0.1 by default: put a reverse proxy in front to
 expose it).
+
+A request is read in full by one thread before any other is given to it
+(:mod:`node.http.intake`): a client that sends slowly or not at all holds no request
+thread, and is closed after ``http.request_timeout`` seconds; at most
+``http.max_connections`` requests are read at once. Complete requests are handled by a
+fixed set of ``http.threads`` threads, each answer within ``http.request_timeout`` (a
+socket timeout on each write, and a deadline on the whole).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import io
 import json
 import re
+import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import structlog
 
 from node.config import HttpSettings
+from node.deadlines import SocketDeadlines
 from node.errors import NodeError
 from node.http.actions import perform
 from node.http.health import check_health
-from node.http.metrics import CONTENT_TYPE, render_metrics
+from node.http.intake import RequestIntake, answer_busy
+from node.http.metrics import CONTENT_TYPE, Metrics
 from node.http.pages import render_status_page
 from node.http.study import picture_file, render_study_page
 from node.http.view import NodeView
@@ -45,19 +57,109 @@ _ACTION_ROUTE = re.compile(rf"/studies/{_UID}/(retry|reprocess)")
 _MAX_FORM = 4096
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    """An HTTP server that reads each request in full (:class:`RequestIntake`) and then
+    handles it on one of ``settings.threads`` threads within ``settings.request_timeout``."""
 
-    def __init__(self, address: tuple[str, int], view: NodeView, token: str | None) -> None:
-        super().__init__(address, _Handler)
+    request_queue_size = 64
+
+    def __init__(self, view: NodeView, settings: HttpSettings) -> None:
+        super().__init__((settings.host, settings.port), _Handler)
         self.view = view
-        self.token = token
+        self.token = settings.token
+        self.request_timeout = settings.request_timeout
+        self.metrics = Metrics(view)
+        self._threads = settings.threads
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._limit = settings.max_connections
+        self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="http-request")
+        self._deadlines = SocketDeadlines("http-deadlines")
+        self._request = threading.local()
+        self._intake = RequestIntake(
+            self._complete, timeout=settings.request_timeout, limit=settings.max_connections
+        )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # on the accepting thread: the request is read on the intake's thread
+        self._intake.add(request, client_address)
+
+    def _complete(self, request: socket.socket, client_address: Any, data: bytes) -> None:
+        # on the intake's thread: a whole request, for the next free request thread
+        with self._waiting_lock:
+            busy = self._waiting >= self._threads + self._limit
+            if not busy:
+                self._waiting += 1
+        if busy:
+            answer_busy(request)
+            return
+        try:
+            self._pool.submit(self._handle, request, client_address, data)
+        except RuntimeError:  # shutting down
+            request.close()
+
+    def _handle(self, request: socket.socket, client_address: Any, data: bytes) -> None:
+        with self._waiting_lock:
+            self._waiting -= 1
+        address = str(client_address[0])
+        token = self._deadlines.add(
+            request,
+            self.request_timeout,
+            lambda: log.warning(
+                "http.dropped",
+                client=address,
+                reason=f"answer not sent within {self.request_timeout:g} s (http.request_timeout)",
+            ),
+        )
+        self._request.data = data
+        try:
+            self.finish_request(request, client_address)
+        except OSError as exc:  # the client went away, or its deadline shut it down
+            log.debug("http.closed", client=address, reason=str(exc))
+        except Exception:
+            log.exception("http.failed", client=address)
+        finally:
+            self._deadlines.cancel(token)
+            self.shutdown_request(request)
+
+    def request_bytes(self) -> bytes:
+        """The request the current thread is handling, as read by the intake."""
+        data: bytes = self._request.data
+        return data
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._intake.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._deadlines.close()
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """The response side of a connection: every write sent whole (``sendall``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "breast-node"
     sys_version = ""
+
+    def setup(self) -> None:
+        # the request was read in full by the intake; the answer goes straight out
+        self.connection = self.request
+        self.connection.settimeout(self.server.request_timeout)
+        self.rfile = io.BytesIO(self.server.request_bytes())
+        self.wfile = _SocketWriter(self.connection)
 
     def do_GET(self) -> None:
         path = unquote(self.path.split("?", 1)[0])
@@ -78,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
             self._send(status, "application/json", body.encode())
         elif path == "/metrics":
-            self._send(HTTPStatus.OK, CONTENT_TYPE, render_metrics(view).encode())
+            self._send(HTTPStatus.OK, CONTENT_TYPE, self.server.metrics.render().encode())
         elif path in ("/", "/index.html"):
             self._html(render_status_page(view))
         elif (picture := _PICTURE_ROUTE.fullmatch(path)) is not None:
@@ -214,9 +316,7 @@ class MonitoringServer:
 
     def start(self) -> None:
         """Bind ``http.host:http.port`` and serve in a background thread."""
-        self._server = _Server(
-            (self.settings.host, self.settings.port), self.view, self.settings.token
-        )
+        self._server = _Server(self.view, self.settings)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="http", kwargs={"poll_interval": 0.5}
         )

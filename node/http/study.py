@@ -280,7 +280,7 @@ def _actions(view: NodeView, study: Mapping[str, Any]) -> str:
 def render_study_page(view: NodeView, study_uid: str, *, message: str | None = None) -> str | None:
     """The page of ``study_uid`` as an HTML document; ``None`` when there is no such study."""
     try:
-        known = show_study(view.session_factory, study_uid)
+        known = show_study(view.read_factory, study_uid)
     except NodeError:
         return None
     study = known["study"]

@@ -17,14 +17,17 @@ __all__ = ["NodeView"]
 class NodeView:
     """Read-only handles on a running node.
 
-    ``listener_port`` returns the port the DICOM listener is bound to, or ``None`` when it
-    is not running; ``model`` names the loaded model (``None``: no model loaded);
-    ``decoders`` says whether the decoding processes are alive, and how (``None``: images
-    are decoded in the worker's own thread).
+    ``session_factory`` is the node's own (it writes); ``read_factory`` only reads, in
+    transactions that never take SQLite's write lock (:func:`node.db.open_reader`): the
+    pages and ``/metrics`` read through it. ``listener_port`` returns the port the DICOM
+    listener is bound to, or ``None`` when it is not running; ``model`` names the loaded
+    model (``None``: no model loaded); ``decoders`` says whether the decoding processes
+    are alive, and how (``None``: images are decoded in the worker's own thread).
     """
 
     settings: Settings
     session_factory: SessionFactory
+    read_factory: SessionFactory
     spool: Spool
     counters: Counters
     listener_port: Callable[[], int | None]

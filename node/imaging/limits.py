@@ -100,7 +100,9 @@ def check_image_size(ds: Dataset, max_bytes: int) -> None:
     The header's size is Rows x Columns x Number of Frames x Samples per Pixel x bytes
     per sample (Bits Allocated rounded up to bytes). For encapsulated pixel data the
     first fragment's stream is read as well: a stream that declares more pixels than the
-    header, or more than ``max_bytes``, is refused too. Raises :class:`InferenceError`
+    header, or more than ``max_bytes``, is refused too, and so is one that declares 0
+    lines (their number left to a DNL marker: pylibjpeg-libjpeg never returns from such a
+    JPEG-LS stream, holding Python's lock). Raises :class:`InferenceError`
     naming the sizes and the setting; decodes nothing.
     """
     rows, columns, frames, samples, per_sample = declared_size(ds)
@@ -119,6 +121,11 @@ def check_image_size(ds: Dataset, max_bytes: int) -> None:
     if found is None:
         return
     stream_rows, stream_columns, components, stream_bytes = found
+    if stream_rows == 0:
+        raise InferenceError(
+            "the compressed pixel data declares 0 lines (the number of lines left to a DNL "
+            "marker), which the node does not decode; not decoded"
+        )
     if stream_rows > rows or stream_columns > columns:
         raise InferenceError(
             f"the compressed pixel data declares {stream_rows} x {stream_columns} pixels, "

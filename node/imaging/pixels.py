@@ -71,11 +71,23 @@ def decode_stored(ds: Dataset, *, stored_bits_only: bool) -> npt.NDArray[Any]:
             if not plugin:
                 raise
             arr = pixel_array(ds, **options)
-    except Exception as exc:  # pydicom raises many types for codec problems
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # pydicom raises many types for codec problems
+        # BaseException: a decoder written in Rust (pylibjpeg-rle) panics on some broken
+        # streams with pyo3's PanicException, which derives from BaseException
         name = getattr(syntax, "name", "unknown transfer syntax")
         raise InferenceError(f"cannot decode pixel data ({name}): {exc}") from exc
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
         raise InferenceError(f"unsupported pixel array shape {arr.shape}")
+    rows, columns = ds.get("Rows"), ds.get("Columns")
+    if arr.shape[:2] != (rows, columns) or (arr.ndim == 3) != (ds.get("SamplesPerPixel") == 3):
+        # e.g. more Pixel Data than Rows x Columns need: pydicom returns the excess as
+        # further frames, which must not pass for the rows of a colour image
+        raise InferenceError(
+            f"the pixel data decodes to {'x'.join(map(str, arr.shape))}, not the header's "
+            f"{rows} x {columns} x {ds.get('SamplesPerPixel')} sample(s)"
+        )
     return arr
 
 

@@ -157,6 +157,7 @@ def test_unhealthy_and_token(site: Site) -> None:
     view = NodeView(
         settings=service.settings,
         session_factory=service.session_factory,
+        read_factory=service.session_factory,
         spool=Spool(service.settings.storage.spool),
         counters=service.counters,
         listener_port=lambda: None,  # as if the listener had stopped

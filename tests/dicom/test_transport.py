@@ -1,11 +1,12 @@
-"""Reading PDUs into one buffer (ReceiveSocket); the listener's use of it is in
-test_receive_peers.py."""
+"""Reading PDUs into one buffer (ReceiveSocket), within a size and a time per PDU; the
+listener's use of it is in test_receive_peers.py and tests/security/test_lockout.py."""
 
 from __future__ import annotations
 
 import random
 import socket
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from node.dicom.transport import ReceiveSocket
+from node.dicom.transport import PduLimits, ReceiveSocket
 
 
 @pytest.fixture
@@ -90,3 +91,66 @@ def test_a_silent_peer_times_out(pair: tuple[ReceiveSocket, socket.socket]) -> N
     receiver.socket.settimeout(0.2)
     with pytest.raises(TimeoutError):
         receiver.recv(10)
+
+
+@pytest.fixture
+def limited(
+    pair: tuple[ReceiveSocket, socket.socket],
+) -> tuple[ReceiveSocket, socket.socket]:
+    receiver, peer = pair
+    receiver.configure(PduLimits(largest=1000, timeout=0.5), b"\x05\x00\x00\x00\x00\x04abcd", None)
+    return receiver, peer
+
+
+def test_bytes_read_before_the_association_come_first(
+    limited: tuple[ReceiveSocket, socket.socket],
+) -> None:
+    receiver, peer = limited
+    assert receiver.ready  # nothing on the socket, but a PDU to hand over
+    assert bytes(receiver.recv(6)) == b"\x05\x00\x00\x00\x00\x04"
+    assert bytes(receiver.recv(4)) == b"abcd"
+    peer.sendall(b"\x05\x00\x00\x00\x00\x02xy")
+    assert bytes(receiver.recv(6)) == b"\x05\x00\x00\x00\x00\x02"
+    assert bytes(receiver.recv(2)) == b"xy"
+
+
+def test_a_pdu_announcing_more_than_the_limit_is_aborted_unread(
+    limited: tuple[ReceiveSocket, socket.socket],
+) -> None:
+    receiver, peer = limited
+    receiver.recv(6), receiver.recv(4)
+    peer.sendall(b"\x04\x00\xff\xff\xff\xff" + bytes(5000))
+    assert receiver.recv(6) == bytearray()  # pynetdicom: a closed connection
+    peer.settimeout(5)
+    answer = peer.recv(100)
+    assert answer == bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])  # A-ABORT, then closed
+    assert peer.recv(100) == b""
+
+
+def test_a_trickled_pdu_is_cut_off_at_its_time(
+    limited: tuple[ReceiveSocket, socket.socket],
+) -> None:
+    receiver, peer = limited
+    receiver.recv(6), receiver.recv(4)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        peer.sendall(b"\x04\x00\x00\x00\x03\xe8")  # 1,000 bytes announced
+        while not stop.wait(0.1):
+            try:
+                peer.sendall(b"\x00")
+            except OSError:
+                return
+
+    writer = threading.Thread(target=trickle)
+    writer.start()
+    try:
+        started = time.monotonic()
+        head = receiver.recv(6)
+        body = receiver.recv(1000)
+        seconds = time.monotonic() - started
+    finally:
+        stop.set()
+        writer.join()
+    assert len(head) == 6 and 0 < len(body) < 1000  # what came, then cut off
+    assert seconds < 1.0

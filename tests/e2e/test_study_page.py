@@ -169,6 +169,7 @@ def test_every_value_on_the_page_is_escaped(tmp_path: Path) -> None:
     view = NodeView(
         settings=settings,
         session_factory=session_factory,
+        read_factory=session_factory,
         spool=Spool(settings.storage.spool),
         counters=Counters(),
         listener_port=lambda: None,

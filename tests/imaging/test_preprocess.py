@@ -124,6 +124,18 @@ def test_missing_pixels_multiframe_and_modality_are_clear_errors() -> None:
         decode(broken)
 
 
+def test_pixel_data_longer_than_the_header_says_is_refused_not_read_as_colour() -> None:
+    """Rows and Columns of 3 over a larger image's Pixel Data (found by the fuzz): pydicom
+    returns the excess as frames of 3 x 3, shaped like the rows of an RGB image."""
+    shrunk = mg_dataset(ramp())
+    shrunk.Rows, shrunk.Columns = 3, 3
+    with (
+        pytest.warns(UserWarning, match="extra frames"),
+        pytest.raises(InferenceError, match="not the header's 3 x 3 x 1"),
+    ):
+        decode(shrunk)
+
+
 # --------------------------------------------------------------------------- laterality
 def test_laterality_tags_in_order_of_preference() -> None:
     ds = mg_dataset(ramp(), laterality="R", Laterality="L")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,10 @@ def base(synthetic: Callable[..., Path]) -> Dataset:
     return dcmread(next(synthetic(studies=1, seed=7, size="small").rglob("L-CC.dcm")))
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Served]:  # noqa: F811
-    folder = tmp_path_factory.mktemp("served")
-    config = serve_config(folder, model_dir)
+@contextmanager
+def serving(folder: Path, model: Path | None, **sections: dict[str, Any]) -> Iterator[Served]:
+    """``serve`` with :func:`serve_config`, stopped on leaving."""
+    config = serve_config(folder, model, **sections)
     settings = load_settings(config, environ={})
     node = Node(config, folder / "node.log")
     node.start()
@@ -95,3 +96,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         yield Served(node, settings, open_database(settings.storage.database))
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Served]:  # noqa: F811
+    with serving(tmp_path_factory.mktemp("served"), model_dir) as node:
+        yield node

@@ -41,6 +41,7 @@ def test_a_listener_that_accepts_but_never_answers_is_unhealthy(
     stuck = NodeView(
         settings=settings,
         session_factory=service.session_factory,
+        read_factory=service.session_factory,
         spool=Spool(settings.storage.spool),
         counters=service.counters,
         listener_port=lambda: silent_listener,
@@ -53,6 +54,7 @@ def test_a_listener_that_accepts_but_never_answers_is_unhealthy(
     real = NodeView(
         settings=settings,
         session_factory=service.session_factory,
+        read_factory=service.session_factory,
         spool=stuck.spool,
         counters=service.counters,
         listener_port=lambda: service.scp.port if service.scp else None,

@@ -1,9 +1,12 @@
 """DICOM TLS with real dcmtk peers: storescu ``+tls`` against the node's listener (with and
-without mutual TLS), and the node's SCU against storescp ``+tls``."""
+without mutual TLS), and the node's SCU against storescp ``+tls``; idle connections that
+never start their handshake against ``breast-node serve``."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,12 +15,15 @@ from pydicom import dcmread
 from sqlalchemy import func, select
 
 from node.app import NodeService
-from node.config import ClientTls, Settings
+from node.config import ClientTls, Settings, load_settings
 from node.db import Instance
 from node.dicom import status
 from node.dicom.scu import Peer, echo, store_datasets
 from node.errors import SendError
 from tests.conftest import free_port, wait_until
+from tests.helpers.hostile import closed_by_peer
+from tests.helpers.node import Node
+from tests.reliability.conftest import serve_config
 from tests.security.conftest import Pki
 
 pytestmark = pytest.mark.peers
@@ -154,3 +160,27 @@ def _echo_ok(peer: Peer) -> bool:
         return echo(peer) == status.SUCCESS
     except SendError:
         return False
+
+
+def test_idle_connections_do_not_hold_up_tls_clients(tmp_path: Path, pki: Pki) -> None:
+    """Three TCP connections that never start a handshake: a TLS client behind them is
+    served at once (the handshake runs on each connection's own thread), and the idle
+    ones are closed after ``security.tls.handshake_timeout``."""
+    config = serve_config(tmp_path, None, security={"tls": tls_section(pki, handshake_timeout=3)})
+    settings = load_settings(config, environ={})
+    node = Node(config, tmp_path / "node.log")
+    node.start()
+    idle = [
+        socket.create_connection(("127.0.0.1", settings.node.port), timeout=10) for _ in range(3)
+    ]
+    try:
+        started = time.monotonic()
+        assert node_echo(settings, client_tls(pki, with_cert=False))
+        seconds = time.monotonic() - started
+        print(f"TLS C-ECHO behind 3 idle connections: {seconds:.2f} s")
+        assert seconds < 3.0
+        assert all(closed_by_peer(sock, 3 + 3) for sock in idle)
+    finally:
+        for sock in idle:
+            sock.close()
+        node.stop()
