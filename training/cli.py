@@ -264,6 +264,47 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     parser.set_defaults(func=_cmd_export)
 
 
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from node.errors import ModelError
+    from training.config import ConfigError
+    from training.ensemble import load_recipe, run_recipe
+
+    try:
+        recipe = load_recipe(args.config, args.set)
+        result = run_recipe(recipe, progress=not args.quiet)
+    except (ConfigError, ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    members = ", ".join(
+        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
+        for m in result.card.ensemble.members
+    )
+    print(f"wrote {recipe.export.out}: {members}")
+    return 0
+
+
+def _add_ensemble(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "ensemble",
+        help="train several architectures from one recipe and export them as one model folder",
+        description=(
+            "Train each member of a recipe (see training/configs/busi-ensemble.yaml), fit "
+            "temperatures, ensemble weights and thresholds on the validation split, and "
+            "write the model folder."
+        ),
+    )
+    parser.add_argument("--config", type=Path, required=True, metavar="YAML", help="recipe file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. train.optim.epochs=1 (repeatable)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_cmd_ensemble)
+
+
 def _quiet_node_logs() -> None:
     """The node's structured logs to stderr, warnings only: stdout carries the results."""
     from node.config import LoggingSettings
@@ -336,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_sheet(sub)
     _add_train(sub)
     _add_export(sub)
+    _add_ensemble(sub)
     _add_evaluate(sub)
     return parser
 
