@@ -23,6 +23,7 @@ from tests.e2e.conftest import e2e_config, load, read_all, storescu, wait_for_st
 from tests.helpers.images import one_study
 from tests.helpers.node import BREAST_NODE, Node, StoreSCP, node_status
 from tests.outputs.conftest import run_dciodvfy, run_pixelmed
+from tests.outputs.test_validators import OPERATING_POINT_VALUES
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -83,7 +84,9 @@ def check_valid(received: list[Path], sources: list[Path]) -> list[Dataset]:
     srs = [p for p, ds in zip(received, results, strict=True) if ds.Modality == "SR"]
     if shutil.which("java") and Path("/usr/share/java/pixelmed.jar").exists():
         for path, lines in run_pixelmed(srs).items():
-            assert not [line for line in lines if line.startswith("Error")], (path.name, lines)
+            errors = [line for line in lines if line.startswith("Error")]
+            # the demo card gives each operating point its specificity and sensitivity
+            assert all(OPERATING_POINT_VALUES.match(line) for line in errors), (path.name, errors)
     return results
 
 

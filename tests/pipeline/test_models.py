@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from node.app import NodeService
 from node.config import Settings
+from node.counters import Counters
 from node.db import (
     Result,
     SessionFactory,
@@ -29,6 +30,8 @@ from node.db import (
 from node.db.reads import show_study
 from node.dicom.scp import read_facts
 from node.errors import ModelError
+from node.http.study import render_study_page
+from node.http.view import NodeView
 from node.inference.modelset import ModelSet
 from node.pipeline.completion import complete_due_studies
 from node.pipeline.delivery import Sender
@@ -198,9 +201,16 @@ def test_a_mixed_study_is_inferred_part_by_part(
     assert {modality_of[uid] for uid in _library(cads[0])} == {"MG"}
     assert len(captures) == len(mixed_files)
 
-    # the status page's text (breast-node show) names each part's model
+    # breast-node show, and the study page, name each part's model and operating point
     text = study_summary(known)
     assert "MG images: model mg-test 0.0.1" in text and "US images: model us-test 0.0.1" in text
+    view = NodeView(n.settings, n.db, n.spool, Counters(), lambda: None, lambda: None)
+    page = render_study_page(view, str(study.study_uid))
+    assert page is not None
+    assert "MG images: model mg-test</h2>" in page and "US images: model us-test</h2>" in page
+    assert "Inferred part by part by 2 models (mg-test 0.0.1, us-test 0.0.1)" in page
+    for uid in modality_of:
+        assert f'id="image-{uid}"' in page
 
 
 def test_result_uids_are_derived_the_same_on_every_build(
