@@ -18,11 +18,12 @@ from pydicom.dataset import Dataset
 from node.config import InferenceSettings, OutputSettings
 from node.inference.engine import ImageInput, InferenceEngine, StudyInput
 from node.outputs import ResultObject, build_outputs
+from node.outputs.codes import PRIVATE_SCHEME
 from node.results import CombinedResult, combine
 from tests.helpers.images import one_study
 from tests.helpers.models import bright_spot_state, write_random_model_folder
 from tests.outputs.conftest import INTENDED_USE, run_dciodvfy, run_pixelmed
-from tests.outputs.reading import items_named, walk
+from tests.outputs.reading import concept, items_named, walk
 from tests.outputs.test_validators import BREAST_SCORE, EVALUATION_MODIFIER, PIXELMED_TYPO
 
 pytestmark = pytest.mark.peers
@@ -156,6 +157,21 @@ def test_the_ultrasound_report_marks_its_images_in_their_own_pixels(mixed: Mixed
     }
     us_sides = {str(ds.Laterality) for ds in mixed.sources.values() if ds.Modality == "US"}
     assert lateralities == {{"L": "7771000", "R": "24028007"}[side] for side in us_sides}
+    # the mark's group holds its image's probability of every label and the disagreement
+    (group,) = [g for g in items_named(sr, "125007") if "111030" in map(concept, walk(g))]
+    (image,) = [i for i in us_part.images if i.sop_instance_uid == source.SOPInstanceUID]
+    numbers = {
+        str(i.ConceptNameCodeSequence[0].CodeMeaning): float(
+            i.MeasuredValueSequence[0].NumericValue
+        )
+        for i in group.ContentSequence
+        if i.ValueType == "NUM"
+        and i.ConceptNameCodeSequence[0].CodingSchemeDesignator == PRIVATE_SCHEME
+    }
+    expected = {f"Image probability: {k}": v * 100 for k, v in image.class_probabilities.items()}
+    expected["Ensemble disagreement (SD)"] = image.uncertainty * 100
+    assert set(image.class_probabilities) == {"normal", "benign", "malignant"}
+    assert numbers == pytest.approx(expected, abs=1e-3)
     texts = [str(i.TextValue) for i in walk(sr) if i.ValueType == "TEXT"]
     assert any("by model bright-mg" in t for t in texts)
 
