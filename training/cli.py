@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node import __version__
+
+if TYPE_CHECKING:
+    from node.models.card import ModelCard
 
 __all__ = ["build_parser", "main"]
 
@@ -193,6 +197,14 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(func=_cmd_train)
 
 
+def _members(card: ModelCard) -> str:
+    """``a (arch, w=0.33, T=0.97), ...``: each member of an exported card, one line."""
+    return ", ".join(
+        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
+        for m in card.ensemble.members
+    )
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from node.errors import ModelError
     from training.export import ExportOptions, export_model
@@ -216,11 +228,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except (ModelError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    members = ", ".join(
-        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
-        for m in card.ensemble.members
-    )
-    print(f"wrote {args.out}: {members}")
+    print(f"wrote {args.out}: {_members(card)}")
     return 0
 
 
@@ -275,11 +283,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     except (ConfigError, ModelError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    members = ", ".join(
-        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
-        for m in result.card.ensemble.members
-    )
-    print(f"wrote {recipe.export.out}: {members}")
+    print(f"wrote {recipe.export.out}: {_members(result.card)}")
     return 0
 
 

@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node.models.card import ModelCard
-from training.config import ConfigError, TrainConfig, apply_overrides
+from training.config import ConfigError, TrainConfig, read_sections
 from training.export import ExportOptions, export_model
 from training.train import load_samples, train
 
@@ -104,15 +104,7 @@ class EnsembleRecipe(_Section):
 
 def load_recipe(path: Path, overrides: Sequence[str] = ()) -> EnsembleRecipe:
     """Read and validate a recipe; ``overrides`` are ``dotted.key=value`` (YAML values)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
-    data = apply_overrides(data, list(overrides))
+    data = read_sections(path, "recipe", overrides)
     try:
         recipe = EnsembleRecipe.model_validate(data)
     except ValidationError as exc:

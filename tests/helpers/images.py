@@ -17,6 +17,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from node.outputs.minimal import PATIENT_AND_STUDY
+
 __all__ = ["COMPRESSED", "breast_phantom", "mg_dataset", "one_study", "write_dataset"]
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -100,18 +102,7 @@ def write_dataset(ds: Dataset, path: Path, transfer_syntax: str | None = None) -
 
 
 #: Patient and study attributes a study's images share.
-_STUDY_ATTRIBUTES = (
-    "StudyInstanceUID",
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
+_STUDY_ATTRIBUTES = ("StudyInstanceUID", *PATIENT_AND_STUDY)
 
 
 def one_study(files: list[Path], out: Path) -> list[Path]:

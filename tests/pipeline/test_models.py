@@ -24,11 +24,9 @@ from node.db import (
     Study,
     StudyState,
     open_database,
-    record_instance,
     utcnow,
 )
 from node.db.reads import show_study
-from node.dicom.scp import read_facts
 from node.errors import ModelError
 from node.http.study import render_study_page
 from node.http.view import NodeView
@@ -40,6 +38,7 @@ from node.spool import Spool
 from node.summary import study_summary
 from tests.helpers.images import one_study
 from tests.helpers.models import write_random_model_folder
+from tests.helpers.spool import receive
 from tests.outputs.reading import walk
 
 CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
@@ -79,16 +78,7 @@ class Node:
     def run(self, files: list[Path]) -> Study:
         """Receive ``files``, complete, infer and deliver; the study as it ends."""
         for path in files:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            relative = self.spool.relative_path(ds.StudyInstanceUID, ds.SOPInstanceUID)
-            size = self.spool.write(relative, [path.read_bytes()])
-            facts = read_facts(
-                self.spool.path(relative),
-                sop_class_uid=str(ds.SOPClassUID),
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                calling_ae="TEST",
-            )
-            record_instance(self.db, dataclasses.replace(facts, path=relative, size_bytes=size))
+            receive(self.spool, self.db, path)
         complete_due_studies(
             self.db,
             self.settings.completion,
