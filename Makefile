@@ -50,12 +50,16 @@ run: $(VENV)/.installed-run $(CONFIG)
 	@echo "starting the node; in another terminal, 'make send-demo' sends it synthetic studies"
 	$(BIN)/breast-node serve --config $(CONFIG)
 
-# A few synthetic studies (a positive and negatives, MG) sent to the node that `make run`
-# started, as a PACS would send them; then see them on the status page.
+# A few synthetic studies (mammography: a positive and negatives; and breast ultrasound)
+# sent to the node that `make run` started, as a PACS would send them; then see them on
+# the status page (models/demo infers the mammograms, models/demo-us the ultrasound).
 SEND_STUDIES ?= 3
+SEND_US_STUDIES ?= 1
 .PHONY: send-demo
 send-demo: $(VENV)/.installed-run $(CONFIG)
-	$(BIN)/breast-train synth --out var/send-demo --studies $(SEND_STUDIES) --seed 2024
+	$(BIN)/breast-train synth --out var/send-demo/mg --studies $(SEND_STUDIES) --seed 2024
+	$(BIN)/breast-train synth --modality us --out var/send-demo/us --studies $(SEND_US_STUDIES) \
+	  --seed 2024
 	$(BIN)/breast-node send --config $(CONFIG) var/send-demo
 	@echo "sent; the studies appear on the status page (node.started's status_page, by default http://127.0.0.1:8112/) once inferred"
 
@@ -141,6 +145,24 @@ demo-stop:
 	@if [ -f var/demo/pids ]; then kill -TERM $$(tail -n 1 var/demo/pids) && echo "stopping the demo"; \
 	else echo "no demo running (var/demo/pids is missing)"; fi
 
+# One training run per ensemble member, side by side: $(1) the data folder (train/, val/,
+# cache/, runs/ under it), $(2) the training config, $(3) architecture:epochs of each member.
+define train_members
+	mkdir -p $(1)/runs
+	pids=""; trap 'kill $$pids 2>/dev/null' INT TERM; \
+	for member in $(3); do \
+	  arch=$${member%%:*}; \
+	  $(BIN)/breast-train train --config $(2) --quiet \
+	    --set data.root=$(1)/train --set data.val_root=$(1)/val \
+	    --set data.cache_dir=$(1)/cache \
+	    --set model.architecture=$$arch --set optim.epochs=$${member##*:} \
+	    --set output=$(1)/runs/$$arch > $(1)/runs/$$arch.log 2>&1 & \
+	  pids="$$pids $$!"; \
+	done; \
+	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
+	if [ $$failed = 1 ]; then tail -n 20 $(1)/runs/*.log; exit 1; fi
+endef
+
 # The shipped demo ensemble (models/demo), reproduced on two CPU cores in about 30 minutes:
 # synthetic studies -> one training run per architecture, the three side by side on one
 # thread each (512 x 256 input, global max pooling) -> temperatures, weights and
@@ -156,25 +178,39 @@ demo-model: $(VENV)/.installed-test
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/train --studies $(DEMO_STUDIES) --seed 101
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/val --studies 60 --seed 202
 	$(BIN)/breast-train synth --out $(DEMO_DIR)/test --studies 80 --seed 303
-	mkdir -p $(DEMO_DIR)/runs
-	pids=""; trap 'kill $$pids 2>/dev/null' INT TERM; \
-	for member in $(DEMO_MEMBERS); do \
-	  arch=$${member%%:*}; \
-	  $(BIN)/breast-train train --config training/configs/demo.yaml --quiet \
-	    --set data.root=$(DEMO_DIR)/train --set data.val_root=$(DEMO_DIR)/val \
-	    --set data.cache_dir=$(DEMO_DIR)/cache \
-	    --set model.architecture=$$arch --set optim.epochs=$${member##*:} \
-	    --set output=$(DEMO_DIR)/runs/$$arch > $(DEMO_DIR)/runs/$$arch.log 2>&1 & \
-	  pids="$$pids $$!"; \
-	done; \
-	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
-	if [ $$failed = 1 ]; then tail -n 20 $(DEMO_DIR)/runs/*.log; exit 1; fi
+	$(call train_members,$(DEMO_DIR),training/configs/demo.yaml,$(DEMO_MEMBERS))
 	$(BIN)/breast-train export \
 	  $(foreach m,$(DEMO_MEMBERS),--run $(DEMO_DIR)/runs/$(firstword $(subst :, ,$(m)))) \
 	  --val-data $(DEMO_DIR)/val --out $(DEMO_OUT) --name demo --version 1.0.0 \
 	  --card training/configs/demo-card.yaml --tta flip --weights nll --half
 	$(BIN)/breast-train evaluate --model $(DEMO_OUT) --data $(DEMO_DIR)/test --record \
 	  --plots $(DEMO_DIR)/plots
+
+# The shipped ultrasound ensemble (models/demo-us), reproduced on two CPU cores: synthetic
+# breast ultrasound studies (training seed 4101, validation 4202, held-out test 4303: a
+# seed used for nothing else) -> one training run per architecture (a plain, a residual
+# and a depthwise-separable small CNN), the three side by side on one thread each
+# (224 x 288 input, global max pooling) -> temperatures and thresholds on the validation
+# studies with 5-view TTA, equal member weights (the card says why) -> export ->
+# evaluation on the held-out studies, recorded in the card. See docs/training.md.
+DEMO_US_DIR ?= var/demo-us
+DEMO_US_OUT ?= models/demo-us
+DEMO_US_STUDIES ?= 1200
+# architecture:epochs of each member
+DEMO_US_MEMBERS ?= breast_cnn_small:16 breast_resnet_small:16 breast_sepconv_small:16
+.PHONY: demo-model-us
+demo-model-us: $(VENV)/.installed-test
+	$(BIN)/breast-train synth --modality us --out $(DEMO_US_DIR)/train \
+	  --studies $(DEMO_US_STUDIES) --seed 4101
+	$(BIN)/breast-train synth --modality us --out $(DEMO_US_DIR)/val --studies 100 --seed 4202
+	$(BIN)/breast-train synth --modality us --out $(DEMO_US_DIR)/test --studies 150 --seed 4303
+	$(call train_members,$(DEMO_US_DIR),training/configs/demo-us.yaml,$(DEMO_US_MEMBERS))
+	$(BIN)/breast-train export \
+	  $(foreach m,$(DEMO_US_MEMBERS),--run $(DEMO_US_DIR)/runs/$(firstword $(subst :, ,$(m)))) \
+	  --val-data $(DEMO_US_DIR)/val --out $(DEMO_US_OUT) --name demo-us --version 1.0.0 \
+	  --card training/configs/demo-us-card.yaml --tta multi --weights equal --half
+	$(BIN)/breast-train evaluate --model $(DEMO_US_OUT) --data $(DEMO_US_DIR)/test --record \
+	  --plots $(DEMO_US_DIR)/plots
 
 # The GPU check (bench/gpu/run.sh) on a bare CUDA machine that has torch, torchvision and
 # timm but not the node's other dependencies: their wheels for CPython 3.12 on x86-64

@@ -370,6 +370,8 @@ def write_config(
             {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}
         ],
         "model": str(model),
+        # mammography studies only: the ultrasound rule would want a model of its own
+        "eligibility": {"rules": [{"name": "mammography", "modalities": ["MG"]}]},
         "inference": {"device": device},
         "outputs": {"objects": ["sr", "mgcad", "sc"]},
         "logging": {"level": "INFO", "format": "json"},

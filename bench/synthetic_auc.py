@@ -1,20 +1,24 @@
-"""How hard is the synthetic mammography task? Train a small CNN on CPU, print AUC.
+"""How hard is the synthetic task? Train a small CNN on CPU, print AUC.
 
 Generates ``--train`` + ``--test`` small studies (different seeds, so no study is
-shared), reads every For Presentation image back from DICOM and runs it through
+shared) of ``--modality`` (``mg``: screening mammography, ``us``: breast
+ultrasound), reads every For Presentation image back from DICOM and runs it through
 the node's own preprocessing (:func:`node.imaging.preprocess.preprocess_dataset`:
 VOI window, breast crop, canonical flip, aspect-preserving resize and pad to
-``--size``, 512 x 256 by default). The preprocessed arrays are cached (keyed by
-the generator's source, the seeds, the difficulty and the input size), so a second
-run only trains. It then trains the registered ``breast_cnn_small`` from scratch
-with AdamW, a one-cycle learning rate, class-balanced loss weights and left-right
-flips for ``--epochs`` epochs, and prints the per-image AUC for malignant versus
-not (benign and normal images are negatives) on the held-out studies, overall
-and per lesion type. A few minutes on two CPU cores::
+``--size``, 512 x 256 by default; ultrasound: image-area crop and CLAHE,
+224 x 288 by default). The preprocessed arrays are cached (keyed by
+the generator's source, the modality, the seeds, the difficulty and the input size),
+so a second run only trains. It then trains the registered ``breast_cnn_small`` from
+scratch with AdamW, a one-cycle learning rate, class-balanced loss weights and flips
+(top-bottom for mammograms, whose breast is flipped to the left; left-right for
+ultrasound, whose rows are depth) for ``--epochs`` epochs, and prints the per-image
+AUC for malignant versus not (benign and normal images are negatives) on the
+held-out studies, overall and per lesion type. A few minutes on two CPU cores::
 
     .venv/bin/python bench/synthetic_auc.py --train 200 --test 60
     .venv/bin/python bench/synthetic_auc.py --size 384x192 --difficulty 1.5
     .venv/bin/python bench/synthetic_auc.py --pool max --epochs 16
+    .venv/bin/python bench/synthetic_auc.py --modality us --pool max
 
 ``--pool`` chooses the model's global pooling (``avg``, ``max``, ``avgmax``,
 ``catavgmax``): a single small finding is one peak in the last feature map,
@@ -41,6 +45,7 @@ from node.imaging.dataset import read_dataset
 from node.imaging.preprocess import PreprocessOptions, preprocess_dataset
 from node.models.registry import GLOBAL_POOLS, create_model
 from training.synthetic import SynthOptions, write_studies
+from training.synthetic.options import Modality
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
@@ -73,9 +78,11 @@ def generator_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def build_split(studies: int, seed: int, difficulty: float, height: int, width: int) -> Split:
+def build_split(
+    studies: int, seed: int, difficulty: float, height: int, width: int, modality: Modality = "mg"
+) -> Split:
     """Generate ``studies`` studies of ``seed`` and preprocess their images."""
-    options = SynthOptions(size="small", difficulty=difficulty)
+    options = SynthOptions(size="small", difficulty=difficulty, modality=modality)
     preprocess = PreprocessOptions(height=height, width=width)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -92,7 +99,12 @@ def build_split(studies: int, seed: int, difficulty: float, height: int, width: 
 
 
 def load_splits(
-    cache: Path, sets: list[tuple[int, int]], difficulty: float, height: int, width: int
+    cache: Path,
+    sets: list[tuple[int, int]],
+    difficulty: float,
+    height: int,
+    width: int,
+    modality: Modality = "mg",
 ) -> list[Split]:
     """:func:`build_split` for each ``(studies, seed)``, from ``cache`` when computed before.
 
@@ -100,14 +112,16 @@ def load_splits(
     """
     digest = generator_digest()
     paths = [
-        cache / f"{digest}-s{seed}-n{n}-d{difficulty:g}-{height}x{width}.npz" for n, seed in sets
+        cache / f"{digest}-{modality}-s{seed}-n{n}-d{difficulty:g}-{height}x{width}.npz"
+        for n, seed in sets
     ]
     missing = [i for i, path in enumerate(paths) if not path.exists()]
     if missing:
         cache.mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(max_workers=min(2, len(missing))) as pool:
             jobs = {
-                i: pool.submit(build_split, *sets[i], difficulty, height, width) for i in missing
+                i: pool.submit(build_split, *sets[i], difficulty, height, width, modality)
+                for i in missing
             }
             for i, job in jobs.items():
                 split = job.result()
@@ -137,9 +151,12 @@ def train(
     batch: int = 16,
     log: bool = True,
     pool: str = "avg",
+    flip_axis: int = -2,
 ) -> nn.Module:
     """Train ``breast_cnn_small`` (one logit, ``pool`` global pooling) on ``split``;
-    returns it in eval mode."""
+    returns it in eval mode. ``flip_axis``: the axis of the random flips (-2, top-bottom,
+    for mammograms, whose breast is flipped to the left; -1, left-right, for ultrasound,
+    whose rows are depth)."""
     torch.manual_seed(seed)
     model = create_model("breast_cnn_small", num_classes=1, in_chans=1, global_pool=pool).train()
     steps = epochs * ((len(split.y) + batch - 1) // batch)
@@ -160,8 +177,8 @@ def train(
         for i in range(0, len(order), batch):
             idx = torch.from_numpy(order[i : i + batch])
             inputs = (xt[idx] - 0.5) / 0.5
-            if rng.random() < 0.5:  # breasts are flipped to the left: flip top-bottom only
-                inputs = inputs.flip(-2)
+            if rng.random() < 0.5:
+                inputs = inputs.flip(flip_axis)
             optimiser.zero_grad()
             loss = loss_fn(model(inputs).squeeze(1), yt[idx])
             loss.backward()
@@ -220,7 +237,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=200, help="training studies")
     parser.add_argument("--test", type=int, default=60, help="held-out studies")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--size", type=parse_size, default=(512, 256), help="HxW model input")
+    parser.add_argument("--modality", choices=("mg", "us"), default="mg")
+    parser.add_argument(
+        "--size", type=parse_size, default=None, help="HxW model input (mg 512x256, us 224x288)"
+    )
     parser.add_argument("--difficulty", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pool", choices=GLOBAL_POOLS, default="avg", help="global pooling")
@@ -228,7 +248,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    height, width = args.size
+    height, width = args.size or ((224, 288) if args.modality == "us" else (512, 256))
     start = time.monotonic()
     train_split, test_split = load_splits(
         args.cache,
@@ -236,6 +256,7 @@ def main() -> None:
         args.difficulty,
         height,
         width,
+        args.modality,
     )
     print(
         f"{len(train_split.y)} training images ({int(train_split.y.sum())} malignant), "
@@ -244,7 +265,8 @@ def main() -> None:
         flush=True,
     )
     t0 = time.monotonic()
-    model = train(train_split, args.epochs, args.seed, pool=args.pool)
+    flip_axis = -1 if args.modality == "us" else -2
+    model = train(train_split, args.epochs, args.seed, pool=args.pool, flip_axis=flip_axis)
     print(f"trained {args.epochs} epochs ({args.pool} pooling) in {time.monotonic() - t0:.0f} s")
     report(predict(model, test_split), test_split)
     print(f"total {time.monotonic() - start:.0f} s")

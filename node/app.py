@@ -33,9 +33,10 @@ from node.dicom.audit import AssociationAudit
 from node.dicom.scp import StorageSCP
 from node.errors import ModelError
 from node.http import MonitoringServer, NodeView
-from node.inference.engine import InferenceEngine
+from node.inference.modelset import ModelSet
 from node.outputs.pictures import IMAGE_SIZE
 from node.pipeline.delivery import Sender
+from node.pipeline.eligibility import check_models
 from node.pipeline.worker import InferenceWorker
 from node.spool import Spool
 
@@ -59,7 +60,7 @@ class NodeService:
         self._started = False
         self.session_factory: SessionFactory | None = None
         self.scp: StorageSCP | None = None
-        self.engine: InferenceEngine | None = None
+        self.models: ModelSet | None = None
         self.worker: InferenceWorker | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._stopping = threading.Event()
@@ -70,8 +71,9 @@ class NodeService:
     def start(self) -> None:
         """Create the node's folders and start its parts. Idempotent.
 
-        Order matters: the model is loaded first (a bad model folder stops the start with
-        a :class:`~node.errors.ModelError` before anything runs), then the spool
+        Order matters: the models are loaded first (a bad model folder, or an eligibility
+        rule that can match images no model accepts, stops the start with a
+        :class:`~node.errors.ModelError` before anything runs), then the spool
         (temporary files of a previous run removed) and the database, then the jobs
         (completion, inference, sending), and the listener last, so nothing is
         acknowledged before it can be stored.
@@ -82,18 +84,13 @@ class NodeService:
         node_role = self.role == "node"
         log.info("node.starting", role=self.role, settings=settings.redacted())
         infers = settings.worker.enabled or not node_role
-        if infers and settings.model_available and settings.model is not None:
-            outputs = settings.outputs
-            self.engine = InferenceEngine.load(
-                settings.model,
-                settings.inference,
-                # the display copy draws the SCs and the study page's pictures
-                display_size=outputs.sc_size if "sc" in outputs.objects else IMAGE_SIZE,
-            )
+        if infers and settings.model_available:
+            self.models = load_models(settings)
         elif not node_role:
+            configured = ", ".join(map(str, settings.models)) or "none"
             raise ModelError(
-                f"a worker needs a model folder; {settings.model or 'none'} is not one "
-                "(set model: in the settings)"
+                f"a worker needs a model folder; {configured} is not one "
+                "(set models: in the settings)"
             )
         spool = Spool(
             settings.storage.spool,
@@ -125,9 +122,9 @@ class NodeService:
                 settings.eligibility.rules,
                 wake_worker,
             )
-        if self.engine is not None:
+        if self.models is not None:
             self.worker = InferenceWorker(
-                settings, self.session_factory, spool, self.engine, worker_id, wake_sender
+                settings, self.session_factory, spool, self.models, worker_id, wake_sender
             )
             self._add_job(
                 jobs.infer_queued,
@@ -162,14 +159,14 @@ class NodeService:
                 self.scp.bind(event, handler)
             if settings.http.enabled:
                 self._start_http(spool)
-        if self.engine is not None:
-            log.info("model.loaded", model=str(settings.model), name=self.engine.card.name)
+        if self.models is not None:
+            log.info("models.serving", models=self.models.describe())
         elif not settings.worker.enabled:
             log.info("worker.disabled", consequence="queued studies wait for breast-node worker")
         else:
             log.warning(
                 "model.unavailable",
-                model=str(settings.model) if settings.model else None,
+                models=[str(folder) for folder in settings.models],
                 consequence="studies will be received and queued but not inferred",
             )
         self._started = True
@@ -235,13 +232,10 @@ class NodeService:
         return f"http://{shown}:{self.http.port}/"
 
     def _model_name(self) -> str | None:
-        if self.engine is None:
-            return None
-        card = self.engine.card
-        return f"{card.name} {card.version}"
+        return None if self.models is None else self.models.describe()
 
     def _decoder_state(self) -> tuple[bool, str] | None:
-        state = None if self.engine is None else self.engine.decoder_state()
+        state = None if self.models is None else self.models.decoder_state()
         return None if state is None else (state.ok, state.detail)
 
     def _add_job(self, func: Any, seconds: float, *args: Any) -> None:
@@ -278,14 +272,45 @@ class NodeService:
         if self.worker is not None:
             self.worker.close()
             self.worker = None
-        if self.engine is not None:
-            self.engine.close()
+        if self.models is not None:
+            self.models.close()
+            self.models = None
         if self.session_factory is not None:
             bind = self.session_factory.kw.get("bind")
             if bind is not None:
                 bind.dispose()
             self.session_factory = None
         log.info("node.stopped")
+
+
+def load_models(settings: Settings) -> ModelSet:
+    """Load every configured model folder that exists and check that each eligibility
+    rule has a model for every modality it can match; :class:`ModelError` otherwise (with
+    ``eligibility.without_model: refuse``), naming the rule, before any study."""
+    outputs = settings.outputs
+    for folder in settings.models:
+        if not folder.is_dir():
+            log.warning("model.missing", model=str(folder), consequence="left out")
+    models = ModelSet.load(
+        settings.available_models,
+        settings.inference,
+        settings.eligibility.rules,
+        # the display copy draws the SCs and the study page's pictures
+        display_size=outputs.sc_size if "sc" in outputs.objects else IMAGE_SIZE,
+    )
+    try:
+        check_models(settings, models.routes)
+    except BaseException:
+        models.close()
+        raise
+    for engine in models:
+        log.info(
+            "model.route",
+            model=engine.card.name,
+            folder=str(engine.folder),
+            modalities=list(engine.card.modalities),
+        )
+    return models
 
 
 def gone_claim_holders(session_factory: SessionFactory) -> set[str]:

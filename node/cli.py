@@ -40,20 +40,47 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     where = args.config or "built-in defaults"
-    model = (
-        f"{settings.model} (present)"
-        if settings.model_available
-        else f"{settings.model} (missing: the node will receive and queue but not infer)"
-        if settings.model
-        else "none (the node will receive and queue but not infer)"
-    )
+    routes = _model_lines(settings)  # a bad card or an unserved rule raises here
     print(f"OK: {where}")
     print(f"  listener: {settings.node.ae_title} on {settings.node.host}:{settings.node.port}")
     print(f"  database: {settings.redacted()['storage']['database']}")
     print(f"  spool:    {settings.storage.spool}")
-    print(f"  model:    {model}")
+    for line in routes:
+        print(f"  {line}")
     print(f"  destinations: {', '.join(d.name for d in settings.destinations) or 'none'}")
     return 0
+
+
+def _model_lines(settings: Settings) -> list[str]:
+    """What ``check-config`` says about the models: each folder, and which model infers
+    the images of each eligibility rule (the start-up check, from the cards alone)."""
+    from node.models.card import read_card
+    from node.models.routes import Routes
+    from node.pipeline.eligibility import check_models, rule_modalities
+
+    if not settings.available_models:
+        folders = ", ".join(map(str, settings.models))
+        missing = f"{folders} (missing)" if folders else "none"
+        return [f"models:   {missing}: the node will receive and queue but not infer"]
+    cards = [read_card(folder) for folder in settings.available_models]
+    routes = Routes(cards, settings.eligibility.rules)
+    unserved = check_models(settings, routes)
+    lines = []
+    for folder in settings.models:
+        if not folder.is_dir():
+            lines.append(f"model:    {folder} (missing: left out)")
+            continue
+        card = cards[settings.available_models.index(folder)]
+        lines.append(
+            f"model:    {folder}: {card.name} {card.version} ({', '.join(card.modalities)})"
+        )
+    for rule in settings.eligibility.rules:
+        served = []
+        for modality in rule_modalities(rule):
+            route = routes.card_for(modality, rule.name)
+            served.append(f"{modality} -> {route.name if route is not None else 'skipped'}")
+        lines.append(f"rule {rule.name}: {', '.join(served)}")
+    return lines + [f"warning: {problem}; skipped" for problem in unserved]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

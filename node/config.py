@@ -358,6 +358,9 @@ class EligibilityRule(_Section):
     body_parts: tuple[Upper, ...] = ()
     required_views: tuple[Upper, ...] = ()
     allow_multiframe: bool = False
+    model: Name | None = None
+    """The model (its card's ``name``) that infers the images this rule matches; unset:
+    the first model in ``models`` whose card lists the image's modality."""
 
 
 def _default_rules() -> tuple[EligibilityRule, ...]:
@@ -376,6 +379,12 @@ class EligibilitySettings(_Section):
     """Which complete studies are inferred; the others are skipped with a reason."""
 
     rules: tuple[EligibilityRule, ...] = Field(default_factory=_default_rules)
+    without_model: Literal["refuse", "skip"] = "refuse"
+    """A rule that can match images of a modality no loaded model accepts: ``refuse``
+    to start (the error names the rule), or start and ``skip`` such images (each
+    study's result lists them with the reason; a study left with no image fails with
+    it). A rule's modalities are those it names, else those of the SOP classes it
+    names, else every modality the node infers (MG, US)."""
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> EligibilitySettings:
@@ -510,9 +519,12 @@ class InferenceSettings(_Section):
     """``auto``: CUDA when a GPU is present, else CPU."""
     batch_size: int = Field(default=4, strict=True, ge=1, le=256)
     """Images per forward pass (across the studies being inferred); bounds memory."""
-    tta: Literal["none", "flip", "multi"] = "flip"
+    tta: Literal["card", "none", "flip", "multi"] = "card"
+    """Test-time augmentation: ``card``: each model's own (its card's ``ensemble.tta``,
+    with which its operating points were measured); ``none``, ``flip`` (identity and
+    mirror) or ``multi`` for every model."""
     tta_views: int = Field(default=5, strict=True, ge=2, le=5)
-    """Views used by ``tta: multi`` (identity, flip, zoom in, zoom out, shift)."""
+    """Views used by ``multi`` (identity, flip, zoom in, zoom out, shift)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``auto``: bf16 autocast on CUDA, fp32 on CPU."""
     channels_last: bool = True
@@ -525,7 +537,8 @@ class InferenceSettings(_Section):
     max_regions: int = Field(default=5, strict=True, ge=0, le=50)
     breast_aggregation: Literal["max", "mean"] = "max"
     operating_point: str | None = None
-    """Operating point name from the model card; ``null``: the card's default."""
+    """Operating point name, which every model's card must have; ``null``: each card's
+    default."""
     threads: int = Field(default=0, strict=True, ge=0, le=1024)
     """CPU threads for torch; 0 leaves torch's default."""
     decode_processes: int = Field(default=0, strict=True, ge=0, le=64)
@@ -633,14 +646,34 @@ class Settings(_Section):
             FolderDestination(name="results-folder", folder=_cwd_path("var/results")),
         )
     )
-    model: ConfigPath | None = Field(default_factory=lambda: _cwd_path("models/demo"))
-    """Model folder (card + weights). ``null`` or a missing folder: receive and queue only."""
+    models: tuple[ConfigPath, ...] = Field(
+        default_factory=lambda: (_cwd_path("models/demo"), _cwd_path("models/demo-us"))
+    )
+    """Model folders (card + weights). Each image goes to the model whose card lists its
+    modality (the first such one; ``eligibility.rules[].model`` picks another), so a
+    study with mammograms and ultrasound images gets each part inferred by its own model.
+    A missing folder is left out with a warning; none at all (or ``[]``): receive and
+    queue only."""
+    model: ConfigPath | None = None
+    """One model folder: the same as ``models: [folder]`` (``null``: ``models: []``).
+    Give ``model`` or ``models``, not both."""
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     outputs: OutputSettings = Field(default_factory=OutputSettings)
     sending: SendingSettings = Field(default_factory=SendingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model_key(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "model" in data:
+            if "models" in data:
+                raise ValueError("give model (one folder) or models (a list), not both")
+            data = dict(data)
+            folder = data["model"]
+            data["models"] = [] if folder is None else [folder]
+        return data
 
     @model_validator(mode="after")
     def _unique_destination_names(self) -> Settings:
@@ -649,12 +682,19 @@ class Settings(_Section):
             if dest.name in seen:
                 raise ValueError(f"destination name {dest.name!r} is used twice")
             seen.add(dest.name)
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models: a model folder is listed twice")
         return self
 
     @property
+    def available_models(self) -> tuple[Path, ...]:
+        """The configured model folders that exist."""
+        return tuple(folder for folder in self.models if folder.is_dir())
+
+    @property
     def model_available(self) -> bool:
-        """True when a model folder is configured and exists."""
-        return self.model is not None and self.model.is_dir()
+        """True when at least one configured model folder exists."""
+        return bool(self.available_models)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with every secret-looking value masked."""

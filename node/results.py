@@ -14,7 +14,8 @@ report from a result imports NumPy, never torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,15 @@ from node.imaging.geometry import Geometry
 
 __all__ = [
     "BreastResult",
+    "CombinedResult",
     "ImageResult",
+    "LeftOut",
     "Point",
     "Region",
     "StageTimings",
     "StudyResult",
+    "combine",
+    "stored_parts",
 ]
 
 Point = tuple[float, float]
@@ -213,6 +218,14 @@ class StudyResult:
     timings: StageTimings
     malignant_label: str = "malignant"
     """The card label whose probability is the malignancy probability."""
+    notes: tuple[str, ...] = ()
+    """What the reports must also say about the study: that other images of it are
+    reported by another model, or were not inferred and why (see :func:`combine`)."""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities of the evaluated images, in order of first appearance."""
+        return tuple(dict.fromkeys(image.modality for image in self.images))
 
     def breast(self, laterality: str) -> BreastResult | None:
         """The breast of that laterality, or ``None``."""
@@ -256,5 +269,145 @@ class StudyResult:
             "breast_aggregation": self.breast_aggregation,
             "breasts": [b.to_dict() for b in self.breasts],
             "images": [i.to_dict() for i in self.images],
+            "notes": list(self.notes),
             "timings": self.timings.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """An eligible image that no model inferred, and why."""
+
+    sop_instance_uid: str
+    modality: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "modality": self.modality,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class CombinedResult:
+    """A study's result from every model that inferred part of it: one
+    :class:`StudyResult` per model (a mammography part, an ultrasound part), each
+    decided at its own model's operating point. Build it with :func:`combine`.
+
+    The study is positive when any part is; its score is the highest part's (each is a
+    calibrated malignancy probability), and its assessment category that part's.
+    """
+
+    study_uid: str
+    parts: tuple[StudyResult, ...]
+    left_out: tuple[LeftOut, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError("a combined result needs at least one part")
+
+    @property
+    def main(self) -> StudyResult:
+        """The part with the highest score (the first of equal ones)."""
+        return max(self.parts, key=lambda part: part.score)
+
+    @property
+    def score(self) -> float:
+        return self.main.score
+
+    @property
+    def positive(self) -> bool:
+        return any(part.positive for part in self.parts)
+
+    @property
+    def assessment_category(self) -> str:
+        return self.main.assessment_category
+
+    @property
+    def images(self) -> tuple[ImageResult, ...]:
+        return tuple(image for part in self.parts for image in part.images)
+
+    @property
+    def timings(self) -> StageTimings:
+        total = StageTimings()
+        for part in self.parts:
+            total = total + part.timings
+        return total
+
+    def breast_scores(self) -> dict[str, float]:
+        """Laterality -> the highest score any part gives that breast."""
+        scores: dict[str, float] = {}
+        for part in self.parts:
+            for breast in part.breasts:
+                scores[breast.laterality] = max(breast.score, scores.get(breast.laterality, 0.0))
+        return scores
+
+    def model_names(self) -> tuple[str, str]:
+        """The parts' model names and versions, each joined by ``", "``."""
+        return (
+            ", ".join(part.model_name for part in self.parts),
+            ", ".join(part.model_version for part in self.parts),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the study's decision, then each part as
+        :meth:`StudyResult.to_dict` gives it, then the images left out."""
+        return {
+            "study_uid": self.study_uid,
+            "score": self.score,
+            "positive": self.positive,
+            "assessment_category": self.assessment_category,
+            "models": [
+                {"name": part.model_name, "version": part.model_version} for part in self.parts
+            ],
+            "parts": [part.to_dict() for part in self.parts],
+            "left_out": [item.to_dict() for item in self.left_out],
+        }
+
+
+def stored_parts(detail: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The parts of a stored result (:meth:`CombinedResult.to_dict`), one per model; a
+    result stored before results had parts (a :meth:`StudyResult.to_dict`) is its own
+    single part; a failure's detail has none."""
+    parts = detail.get("parts")
+    if isinstance(parts, list):
+        return [part for part in parts if isinstance(part, Mapping)]
+    return [detail] if detail.get("images") is not None else []
+
+
+def _covers(part: StudyResult) -> str:
+    """``4 MG images`` (``, 2 US images``): the images a part evaluated."""
+    counts = []
+    for modality in part.modalities:
+        n = sum(image.modality == modality for image in part.images)
+        counts.append(f"{n} {modality} image{'' if n == 1 else 's'}")
+    return ", ".join(counts)
+
+
+def combine(
+    study_uid: str, parts: Sequence[StudyResult], left_out: Sequence[LeftOut] = ()
+) -> CombinedResult:
+    """The study's :class:`CombinedResult`, each part given the notes its reports carry:
+    which images it covers and by which model, which other model reports the others, and
+    which images were not inferred and why."""
+    notes_left = [
+        f"Not analysed by AI: image {item.sop_instance_uid} ({item.modality}): {item.reason}."
+        for item in left_out
+    ]
+    noted = []
+    for part in parts:
+        others = [p for p in parts if p is not part]
+        notes = []
+        if others:
+            elsewhere = "; ".join(
+                f"the {_covers(o)} by model {o.model_name} {o.model_version}" for o in others
+            )
+            notes.append(
+                f"This report covers the {_covers(part)} of the study, inferred by model "
+                f"{part.model_name} {part.model_version}, decided at its own operating point; "
+                f"the study's other images are reported separately: {elsewhere}."
+            )
+        noted.append(replace(part, notes=(*part.notes, *notes, *notes_left)))
+    return CombinedResult(study_uid, tuple(noted), tuple(left_out))

@@ -1,13 +1,17 @@
 """One study as text, for ``breast-node show``: what the model said about each image
 (every label's probability, the ensemble's disagreement, the regions at or above the
 operating point), the breasts and the study against the operating point, where the
-results went, and why a study failed. Accession number and UIDs only, never patient
-data; ``show --json`` prints everything the node knows instead."""
+results went, and why a study failed. A study inferred part by part by several models
+(mammograms and ultrasound) shows each part with its model and operating point.
+Accession number and UIDs only, never patient data; ``show --json`` prints everything
+the node knows instead."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from node.results import stored_parts
 
 __all__ = ["study_summary"]
 
@@ -58,25 +62,52 @@ def _images(detail: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _result(result: Mapping[str, Any]) -> list[str]:
-    detail = result.get("detail") or {}
-    generation = result.get("generation")
-    if result.get("outcome") != "result" or detail.get("images") is None:
-        return [f"  result (generation {generation}): {result.get('outcome')}"]
-    threshold = detail.get("threshold")
-    model = detail.get("model") or {}
+def _part(part: Mapping[str, Any], several: bool) -> list[str]:
+    threshold = part.get("threshold")
+    model = part.get("model") or {}
+    scope = " and ".join(dict.fromkeys(str(i.get("modality")) for i in part.get("images") or []))
+    head = f"  {scope} images: " if several else "  "
     lines = [
-        f"  result (generation {generation}): model {model.get('name')} {model.get('version')}, "
-        f"operating point {detail.get('operating_point')} = {_pct(threshold)}",
-        f"  study: {_verdict(detail.get('score'), threshold)}, "
-        f"category {detail.get('assessment_category')}",
+        f"{head}model {model.get('name')} {model.get('version')}, "
+        f"operating point {part.get('operating_point')} = {_pct(threshold)}",
+        f"  {'part' if several else 'study'}: {_verdict(part.get('score'), threshold)}, "
+        f"category {part.get('assessment_category')}",
     ]
-    for breast in detail.get("breasts") or []:
+    for breast in part.get("breasts") or []:
         lines.append(
             f"  breast {breast.get('laterality')}: {_verdict(breast.get('score'), threshold)}, "
             f"category {breast.get('assessment_category')}"
         )
-    return lines + _images(detail)
+    return lines + _images(part)
+
+
+def _result(result: Mapping[str, Any]) -> list[str]:
+    detail = result.get("detail") or {}
+    generation = result.get("generation")
+    parts = stored_parts(detail)
+    if result.get("outcome") != "result" or not parts:
+        return [f"  result (generation {generation}): {result.get('outcome')}"]
+    several = len(parts) > 1
+    if not several:
+        first, *rest = _part(parts[0], several)
+        return [f"  result (generation {generation}): {first.strip()}", *rest, *_left(detail)]
+    lines = [f"  result (generation {generation}):"]
+    decision = "positive" if detail.get("positive") else "negative"
+    lines.append(
+        f"  study: {_pct(detail.get('score'))} (highest part), {decision} at its parts' "
+        f"operating points, category {detail.get('assessment_category')}"
+    )
+    for part in parts:
+        lines.extend(_part(part, several))
+    return lines + _left(detail)
+
+
+def _left(detail: Mapping[str, Any]) -> list[str]:
+    return [
+        f"  not inferred: {item.get('sop_instance_uid')} {item.get('modality')}: "
+        f"{item.get('reason')}"
+        for item in detail.get("left_out") or []
+    ]
 
 
 def _deliveries(deliveries: Sequence[Mapping[str, Any]], generation: Any) -> list[str]:

@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node import __version__
+
+if TYPE_CHECKING:
+    from node.models.card import ModelCard
 
 __all__ = ["build_parser", "main"]
 
@@ -193,6 +197,14 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(func=_cmd_train)
 
 
+def _members(card: ModelCard) -> str:
+    """``a (arch, w=0.33, T=0.97), ...``: each member of an exported card, one line."""
+    return ", ".join(
+        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
+        for m in card.ensemble.members
+    )
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from node.errors import ModelError
     from training.export import ExportOptions, export_model
@@ -216,11 +228,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except (ModelError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    members = ", ".join(
-        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
-        for m in card.ensemble.members
-    )
-    print(f"wrote {args.out}: {members}")
+    print(f"wrote {args.out}: {_members(card)}")
     return 0
 
 
@@ -262,6 +270,43 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     parser.add_argument("--half", action="store_true", help="store weights as float16")
     parser.set_defaults(func=_cmd_export)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from node.errors import ModelError
+    from training.config import ConfigError
+    from training.ensemble import load_recipe, run_recipe
+
+    try:
+        recipe = load_recipe(args.config, args.set)
+        result = run_recipe(recipe, progress=not args.quiet)
+    except (ConfigError, ModelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {recipe.export.out}: {_members(result.card)}")
+    return 0
+
+
+def _add_ensemble(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "ensemble",
+        help="train several architectures from one recipe and export them as one model folder",
+        description=(
+            "Train each member of a recipe (see training/configs/busi-ensemble.yaml), fit "
+            "temperatures, ensemble weights and thresholds on the validation split, and "
+            "write the model folder."
+        ),
+    )
+    parser.add_argument("--config", type=Path, required=True, metavar="YAML", help="recipe file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. train.optim.epochs=1 (repeatable)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_cmd_ensemble)
 
 
 def _quiet_node_logs() -> None:
@@ -336,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_sheet(sub)
     _add_train(sub)
     _add_export(sub)
+    _add_ensemble(sub)
     _add_evaluate(sub)
     return parser
 

@@ -8,6 +8,7 @@ and bad values raise :class:`ConfigError` naming the dotted key, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "read_sections",
 ]
 
 
@@ -188,17 +190,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read and validate a YAML config; relative paths in it are relative to the working dir."""
+def read_sections(path: Path, what: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (a ``what``: "config", "recipe") with ``overrides``
+    applied; :class:`ConfigError` naming the file when it cannot be read or is not one."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from exc
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections")
-    data = apply_overrides(data, overrides or [])
+        raise ConfigError(f"{path}: a {what} must be a mapping of sections")
+    return apply_overrides(data, list(overrides))
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read and validate a YAML config; relative paths in it are relative to the working dir."""
+    data = read_sections(path, "config", overrides or [])
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:

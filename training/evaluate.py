@@ -248,8 +248,11 @@ def _card_values(report: dict[str, Any]) -> dict[str, float]:
         values[f"auc_{level}"] = data["auc"]
         values[f"auc_{level}_ci95_low"], values[f"auc_{level}_ci95_high"] = data["auc_ci95"]
         for name, stats in data["operating_points"].items():
-            values[f"sensitivity_{level}_{name}"] = stats["sensitivity"]
-            values[f"specificity_{level}_{name}"] = stats["specificity"]
+            for what in ("sensitivity", "specificity"):
+                values[f"{what}_{level}_{name}"] = stats[what]
+                low, high = stats[f"{what}_ci95"]
+                values[f"{what}_{level}_{name}_ci95_low"] = low
+                values[f"{what}_{level}_{name}_ci95_high"] = high
     values["ece_image"] = report["ece"]
     if report["cam_localisation"] is not None:
         values["cam_localisation"] = report["cam_localisation"]
@@ -275,8 +278,14 @@ def record_metrics(model_dir: Path, report: dict[str, Any]) -> ModelCard:
     return card
 
 
+def _interval(values: Sequence[float]) -> str:
+    low, high = values
+    return f"[{low:.3f}, {high:.3f}]"
+
+
 def summary(report: dict[str, Any]) -> str:
-    """A few readable lines of the report."""
+    """A few readable lines of the report (sensitivity and specificity with their 95 %
+    Wilson intervals)."""
     lines = [
         f"model {report['model']} {report['version']} on {report['data']} ({report['dataset']})"
     ]
@@ -284,7 +293,8 @@ def summary(report: dict[str, Any]) -> str:
         data = report[level]
         low, high = data["auc_ci95"]
         ops = ", ".join(
-            f"{name}: sens {s['sensitivity']:.3f} spec {s['specificity']:.3f}"
+            f"{name}: sens {s['sensitivity']:.3f} {_interval(s['sensitivity_ci95'])} "
+            f"spec {s['specificity']:.3f} {_interval(s['specificity_ci95'])}"
             for name, s in data["operating_points"].items()
         )
         lines.append(

@@ -117,8 +117,11 @@ def _images(
     return images, np.array([e.target for e in entries], dtype=np.int64)
 
 
-def export_model(options: ExportOptions) -> ModelCard:
-    """Calibrate the runs on validation data and write the model folder; returns its card."""
+def export_model(options: ExportOptions, samples: Sequence[Sample] | None = None) -> ModelCard:
+    """Calibrate the runs on validation data and write the model folder; returns its card.
+
+    ``samples``: the validation images (the validation part of the runs' own split);
+    without them, every image of ``options.val_data`` is one."""
     runs = [load_run(folder) for folder in options.runs]
     first = runs[0]
     for run in runs[1:]:
@@ -130,8 +133,9 @@ def export_model(options: ExportOptions) -> ModelCard:
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run folder names must be unique (they name the members): {names}")
-    kind = detect_kind(options.val_data) if options.dataset == "auto" else options.dataset
-    samples = load_dataset(kind, options.val_data)
+    if samples is None:
+        kind = detect_kind(options.val_data) if options.dataset == "auto" else options.dataset
+        samples = load_dataset(kind, options.val_data)
     malignant = first.labels.index("malignant")
     with tempfile.TemporaryDirectory(prefix="export-cache-") as tmp:
         images, targets = _images(samples, first.input, first.labels, Path(tmp), options.progress)

@@ -3,9 +3,9 @@
 Starts Orthanc (the routing script from ``deploy/orthanc/``, data under
 ``var/demo/pacs``) and ``breast-node serve`` (the default settings, except Orthanc as
 the destination and a shorter quiet period, data under ``var/demo/node``), pushes
-synthetic mammography studies into Orthanc with dcmtk ``storescu`` the way a modality
-would, waits until the node's results are in Orthanc, prints where to look, and keeps
-both running until Ctrl-C (or ``make demo-stop``).
+synthetic mammography studies and a breast ultrasound study into Orthanc with dcmtk
+``storescu`` the way a modality would, waits until the node's results are in Orthanc,
+prints where to look, and keeps both running until Ctrl-C (or ``make demo-stop``).
 
 Run from the repository root: ``.venv/bin/python -m deploy.demo.run [--studies N]``.
 """
@@ -71,18 +71,24 @@ def write_node_config(
         "logging": {"format": "json"},
     }
     if model is not None:
-        config["model"] = str(model)
+        # one model given: the images it does not accept are left out, not refused
+        config["models"] = [str(model)]
+        config["eligibility"] = {"without_model": "skip"}
     path = folder / "node.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 
-def make_studies(folder: Path, studies: int, seed: int) -> list[Path]:
+def make_studies(folder: Path, studies: int, seed: int, us_studies: int = 0) -> list[Path]:
+    """``studies`` mammography and ``us_studies`` breast ultrasound synthetic studies (once)."""
     from training.synthetic import SynthOptions, write_studies
 
     if not any(folder.rglob("*.dcm")):
-        say(f"writing {studies} synthetic studies to {shown(folder)}")
-        write_studies(folder, studies=studies, seed=seed, options=SynthOptions(size="small"))
+        say(f"writing {studies} + {us_studies} synthetic MG + US studies to {shown(folder)}")
+        write_studies(folder / "mg", studies=studies, seed=seed, options=SynthOptions())
+        if us_studies:
+            us = SynthOptions(modality="us")
+            write_studies(folder / "us", studies=us_studies, seed=seed, options=us)
     return sorted(folder.rglob("*.dcm"))
 
 
@@ -106,7 +112,12 @@ def wait_for_results(orthanc: LocalOrthanc, expected: int, timeout: float) -> in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=3, help="synthetic studies (default: 3)")
+    parser.add_argument(
+        "--studies", type=int, default=3, help="synthetic mammography studies (default: 3)"
+    )
+    parser.add_argument(
+        "--us-studies", type=int, default=1, help="synthetic ultrasound studies (default: 1)"
+    )
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic studies")
     parser.add_argument("--folder", type=Path, default=ROOT / "var" / "demo", help="data folder")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for results")
@@ -130,13 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = args.model.resolve() if args.model else None
     config = write_node_config(folder / "node", node_port, http_port, orthanc, model)
-    model = model or ROOT / "models" / "demo"
-    has_model = (model / CARD_FILE).is_file()
-    if not has_model:
+    models = [model] if model else [ROOT / "models" / "demo", ROOT / "models" / "demo-us"]
+    missing = [m for m in models if not (m / CARD_FILE).is_file()]
+    has_model = not missing
+    if missing:
         say(
-            f"{shown(model)} is missing: the node will receive and queue the "
-            "studies but not infer them, so no results will come back. Build the demo "
-            "model with `make demo-model` (about 40 minutes on a CPU), or set `model:` in "
+            f"{', '.join(shown(m) for m in missing)} is missing, so the node cannot infer "
+            "and no results will come back. Build the demo models with "
+            "`make demo-model` and `make demo-model-us`, or set `models:` in "
             f"{shown(config)}."
         )
     breast_node = Path(sys.executable).parent / "breast-node"
@@ -169,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 time.sleep(0.5)
         say(f"node {NODE_AET} on DICOM port {node_port}, status page {status_url}")
-        files = make_studies(folder / "studies", args.studies, args.seed)
+        files = make_studies(folder / "studies", args.studies, args.seed, args.us_studies)
         say(f"pushing {len(files)} images into Orthanc with storescu")
         storescu(orthanc, files)
         studies = len({f.parent for f in files})

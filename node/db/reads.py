@@ -135,8 +135,9 @@ def _delivery_counts(session: Session, generations: Mapping[int, int]) -> dict[i
 
 def results_of(session_factory: SessionFactory, study_id: int) -> list[dict[str, Any]]:
     """Every result row of a study as plain data, oldest generation first. ``detail`` is
-    what the worker stored: for a result, the whole :class:`node.results.StudyResult`
-    (per image: label probabilities, disagreement, regions, timings; heat maps left out)."""
+    what the worker stored: for a result, the whole :class:`node.results.CombinedResult`
+    (one part per model, each a :class:`node.results.StudyResult`: per image, label
+    probabilities, disagreement, regions, timings; heat maps left out)."""
     with session_factory() as session:
         rows = session.scalars(
             select(Result).where(Result.study_id == study_id).order_by(Result.generation)
@@ -252,17 +253,26 @@ def list_studies(
                 score=result.score if result is not None else None,
                 positive=result.positive if result is not None else None,
                 assessment=result.assessment if result is not None else None,
-                model=(
-                    f"{result.model_name} {result.model_version}"
-                    if result is not None and result.model_name
-                    else None
-                ),
+                model=_model(result.model_name, result.model_version)
+                if result is not None
+                else None,
                 inference_seconds=timings.get("worker_inference_s"),
                 queue_wait_seconds=waits[study.id][-1] if waits.get(study.id) else None,
                 deliveries=counts[study.id],
             )
         )
     return rows
+
+
+def _model(names: str | None, versions: str | None) -> str | None:
+    """``demo 1.0.0``, or for a study whose parts several models inferred (names and
+    versions stored joined by ``", "``) ``demo 1.0.0, demo-us 1.0.0``."""
+    if not names:
+        return None
+    split_names, split_versions = names.split(", "), (versions or "").split(", ")
+    if len(split_names) != len(split_versions):
+        return f"{names} {versions or ''}".strip()
+    return ", ".join(f"{n} {v}" for n, v in zip(split_names, split_versions, strict=True))
 
 
 def study_known(session_factory: SessionFactory, study_uid: str) -> bool:

@@ -146,10 +146,11 @@ def _model(view: NodeView) -> Check:
     loaded = view.model()
     if loaded is not None:
         return {"ok": True, "detail": f"model {loaded} loaded"}
-    configured = view.settings.model
-    if configured is None:
+    configured = view.settings.models
+    if not configured:
         return {"ok": True, "detail": "no model configured (receive and queue only)"}
-    return {"ok": False, "detail": f"model {configured} is configured but not loaded"}
+    folders = ", ".join(map(str, configured))
+    return {"ok": False, "detail": f"model {folders} is configured but not loaded"}
 
 
 def _decoders(view: NodeView) -> Check | None:

@@ -2,7 +2,8 @@
 
 Per image: its thumbnail, the heat map as the Secondary Capture shows it, the image's
 probability against the operating point, the probability of every label, the
-ensemble's disagreement, the regions and the timings; then the breasts and the study;
+ensemble's disagreement, the regions and the timings; then the breasts and the study
+(per model, for a study whose mammograms and ultrasound images two models inferred);
 the deliveries per destination with their last error; the event log. A failed or skipped
 study shows its whole reason. Pictures are PNG files the worker made when it built the
 result (:mod:`node.outputs.pictures`), served as they are.
@@ -29,6 +30,7 @@ from node.errors import NodeError
 from node.http.actions import csrf_token
 from node.http.view import NodeView
 from node.outputs.pictures import picture_name
+from node.results import stored_parts
 
 __all__ = ["picture_file", "render_study_page", "study_path"]
 
@@ -183,42 +185,82 @@ def _thumbs(
     return "".join(links)
 
 
-def _result(latest: Mapping[str, Any], uid: str, generation: int, available: set[str]) -> str:
-    """The result section: study and breasts against the operating point, then each image."""
-    detail = latest.get("detail") or {}
-    if latest.get("outcome") != "result" or detail.get("images") is None:
-        return (
-            f"<h2>Result (generation {generation}): {_text(latest.get('outcome'))}</h2>"
-            f'<div class="reason">{_text(latest.get("reason"))}</div>'
-        )
-    threshold = detail.get("threshold")
+def _part(
+    part: Mapping[str, Any], uid: str, generation: int, available: set[str], several: bool
+) -> str:
+    """One model's part of a result: its decision against its operating point, its
+    breasts, then each of its images."""
+    threshold = part.get("threshold")
     breasts = [
         [
             _text(b.get("laterality")),
             _against(b.get("score"), threshold),
             _text(b.get("assessment_category")),
         ]
-        for b in detail.get("breasts") or []
+        for b in part.get("breasts") or []
     ]
-    model = detail.get("model") or {}
-    images = detail["images"]
-    sections = "".join(_image_section(i, detail, uid, generation, available) for i in images)
-    return f"""
-<h2>Result (generation {generation})</h2>
+    model = part.get("model") or {}
+    images = part.get("images") or []
+    sections = "".join(_image_section(i, part, uid, generation, available) for i in images)
+    scope = " and ".join(dict.fromkeys(str(i.get("modality")) for i in images))
+    title = f"<h2>{_text(scope)} images: model {_text(model.get('name'))}</h2>" if several else ""
+    what = "these images" if several else "study"
+    return f"""{title}
 <table>
-<tr><th>study malignancy probability</th><td>{_against(detail.get("score"), threshold)}</td></tr>
-<tr><th>operating point</th><td>{_text(detail.get("operating_point"))}: {_prob(threshold)}</td></tr>
-<tr><th>assessment category</th><td>{_text(detail.get("assessment_category"))}</td></tr>
+<tr><th>{what}: malignancy probability</th><td>{_against(part.get("score"), threshold)}</td></tr>
+<tr><th>operating point</th><td>{_text(part.get("operating_point"))}: {_prob(threshold)}</td></tr>
+<tr><th>assessment category</th><td>{_text(part.get("assessment_category"))}</td></tr>
 <tr><th>model</th><td>{_text(model.get("name"))} {_text(model.get("version"))},
-TTA {_text(detail.get("tta"))}</td></tr>
+TTA {_text(part.get("tta"))}</td></tr>
 </table>
-<h2>Breasts</h2>
+<h3>Breasts</h3>
 {_rows(["laterality", "score", "assessment category"], breasts)}
-<h2>Timings (s)</h2>
-{_timings(latest.get("timings") or {})}
-<h2>Images</h2>
+<h3>Images</h3>
 <div class="thumbs">{_thumbs(images, uid, generation, available)}</div>
 {sections}
+"""
+
+
+def _result(latest: Mapping[str, Any], uid: str, generation: int, available: set[str]) -> str:
+    """The result section: per model's part, its decision against its operating point,
+    its breasts, then each image; a study inferred by several models says so first."""
+    detail = latest.get("detail") or {}
+    parts = stored_parts(detail)
+    if latest.get("outcome") != "result" or not parts:
+        return (
+            f"<h2>Result (generation {generation}): {_text(latest.get('outcome'))}</h2>"
+            f'<div class="reason">{_text(latest.get("reason"))}</div>'
+        )
+    several = len(parts) > 1
+    overview = ""
+    if several:
+        models = ", ".join(
+            f"{_text(m.get('name'))} {_text(m.get('version'))}" for m in detail.get("models") or []
+        )
+        decision = "positive" if detail.get("positive") else "negative"
+        overview = (
+            f"<p>Inferred part by part by {len(parts)} models ({models}), each at its own "
+            f"operating point: the study is <b>{decision}</b>, highest probability "
+            f"{_prob(detail.get('score'))}, assessment category "
+            f"{_text(detail.get('assessment_category'))}.</p>"
+        )
+    left = [
+        [
+            f'<span class="uid">{_text(i.get("sop_instance_uid"))}</span>',
+            _text(i.get("modality")),
+            _text(i.get("reason")),
+        ]
+        for i in detail.get("left_out") or []
+    ]
+    left_out = "<h2>Not inferred</h2>" + _rows(["image", "modality", "why"], left) if left else ""
+    body = "".join(_part(p, uid, generation, available, several) for p in parts)
+    return f"""
+<h2>Result (generation {generation})</h2>
+{overview}
+<h2>Timings (s)</h2>
+{_timings(latest.get("timings") or {})}
+{body}
+{left_out}
 """
 
 

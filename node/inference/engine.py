@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -143,10 +144,14 @@ class InferenceEngine:
         self._pool: DecoderPool[Preprocessed] | None = None
         self._pool_lock = threading.Lock()
         self.card: ModelCard = card
+        self.folder: Path = model.folder
         self.settings = settings
         self.runtime = runtime
         self.operating_point = card.operating_point(settings.operating_point)
-        self.views = ensemble.tta_views(settings.tta, settings.tta_views)
+        self.tta: Literal["none", "flip", "multi"] = (
+            card.ensemble.tta if settings.tta == "card" else settings.tta
+        )
+        self.views = ensemble.tta_views(self.tta, settings.tta_views)
         self._members: tuple[PreparedMember, ...] = tuple(
             prepare_member(member.model, runtime) for member in model.members
         )
@@ -170,10 +175,11 @@ class InferenceEngine:
         model = load_model_folder(Path(model_dir))
         engine = cls(model, settings, runtime, display_size=display_size)
         card = model.card
+        used = {"tta": engine.tta, "breast_aggregation": settings.breast_aggregation}
         differs = {
-            key: {"card": getattr(card.ensemble, key), "settings": getattr(settings, key)}
-            for key in ("tta", "breast_aggregation")
-            if getattr(card.ensemble, key) != getattr(settings, key)
+            key: {"card": getattr(card.ensemble, key), "settings": value}
+            for key, value in used.items()
+            if getattr(card.ensemble, key) != value
         }
         if differs:
             log.warning(
@@ -531,7 +537,7 @@ class InferenceEngine:
             ),
             model_name=self.card.name,
             model_version=self.card.version,
-            tta=self.settings.tta,
+            tta=self.tta,
             breast_aggregation=mode,
             timings=timings,
             malignant_label=self.card.malignant_label,

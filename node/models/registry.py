@@ -14,6 +14,7 @@ from torch import nn
 
 from node.errors import ModelError
 from node.models import small_cnn as _small_cnn  # registers breast_cnn_small
+from node.models import small_nets as _small_nets  # noqa: F401 (registers the other two)
 
 __all__ = ["ARCHITECTURES", "GLOBAL_POOLS", "create_model"]
 
@@ -22,6 +23,8 @@ GLOBAL_POOLS: tuple[str, ...] = _small_cnn.GLOBAL_POOLS
 
 ARCHITECTURES: tuple[str, ...] = (
     "breast_cnn_small",
+    "breast_resnet_small",
+    "breast_sepconv_small",
     "efficientnet_b0",
     "efficientnet_b1",
     "resnet50",

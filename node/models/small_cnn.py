@@ -78,20 +78,20 @@ class BreastCNNSmall(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        stages: list[nn.Module] = []
-        for cin, cout in pairwise(widths):
-            stages.append(
-                nn.Sequential(
-                    nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
-                    nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True),
-                    nn.MaxPool2d(2),
-                )
-            )
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.Sequential(*(self._stage(cin, cout) for cin, cout in pairwise(widths)))
         self.drop = nn.Dropout(drop_rate)
         self.fc: nn.Module = (
             nn.Linear(self._pooled_features, num_classes) if num_classes else nn.Identity()
+        )
+
+    def _stage(self, cin: int, cout: int) -> nn.Module:
+        """One stage (half the resolution): 3 x 3 convolution, batch norm, ReLU, max pool.
+        Subclasses (:mod:`node.models.small_nets`) build theirs differently."""
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
 
     @property

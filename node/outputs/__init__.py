@@ -20,10 +20,11 @@ kind       object                                      module
            cannot be built)
 =========  ==========================================  ==========================
 
-Every object is in the source study, in a new series per kind, and its UIDs
-are derived (:mod:`node.outputs.uids`) from the study, the result revision, the
-kind, the source image and the model version: rebuilding a result gives the same
-UIDs, so the archive replaces rather than duplicates it.
+Every object is in the source study, in a new series per kind (and per model: a study
+inferred part by part by two models gets each part's objects, in each model's series),
+and its UIDs are derived (:mod:`node.outputs.uids`) from the study, the result
+revision, the kind, the source image and the model's name and version: rebuilding a
+result gives the same UIDs, so the archive replaces rather than duplicates it.
 """
 
 from __future__ import annotations
@@ -85,17 +86,22 @@ def _series(
     kind: OutputKind,
     study_uid: str,
     revision: int,
-    model_version: str,
+    model: tuple[str, str],
     *,
     object_kind: str | None = None,
     source_uid: str = "",
     instance_number: int = 1,
 ) -> SeriesSpec:
+    """Series and SOP Instance UIDs of one object of ``model`` (name, version): each
+    model's objects of a kind form their own series."""
+    name, version = model
     return SeriesSpec(
-        series_uid=derive_uid(study_uid, revision, f"{kind}-series", model_version),
+        series_uid=derive_uid(study_uid, revision, f"{kind}-series", version, model_name=name),
         number=getattr(settings, f"{kind}_series_number"),
         description=getattr(settings, f"{kind}_series_description"),
-        sop_uid=derive_uid(study_uid, revision, object_kind or kind, model_version, source_uid),
+        sop_uid=derive_uid(
+            study_uid, revision, object_kind or kind, version, source_uid, model_name=name
+        ),
         instance_number=instance_number,
     )
 
@@ -148,13 +154,14 @@ def build_outputs(
     if missing:
         raise OutputError(f"sources: no dataset for evaluated image {missing[0]}")
     study, version = result.study_uid, result.model_version
+    model = (result.model_name, version)
     objects: list[ResultObject] = []
 
     if "sr" in settings.objects:
         sr = build_measurement_report(
             result,
             sources,
-            _series(settings, "sr", study, revision, version),
+            _series(settings, "sr", study, revision, model),
             intended_use=intended_use,
         )
         objects.append(ResultObject("sr", sr))
@@ -166,7 +173,7 @@ def build_outputs(
             cad = build_cad_report(
                 mg_result,
                 [by_uid[i.sop_instance_uid] for i in mammograms],
-                _series(settings, "mgcad", study, revision, version),
+                _series(settings, "mgcad", study, revision, model),
                 failed_sources=[ds for ds in failed_sources if _is_mammogram(ds)],
                 operating_points=operating_points,
                 unmarked_regions=settings.unmarked_regions,
@@ -193,7 +200,7 @@ def build_outputs(
                 "sc",
                 study,
                 revision,
-                version,
+                model,
                 source_uid=image.sop_instance_uid,
                 instance_number=number,
             )
@@ -220,7 +227,7 @@ def build_outputs(
                 "gsps",
                 study,
                 revision,
-                version,
+                model,
                 source_uid=image.sop_instance_uid,
                 instance_number=number,
             )
@@ -268,7 +275,7 @@ def build_failure_outputs(
     sr = build_failure_report(
         sources,
         reason,
-        _series(settings, "sr", study, revision, version, object_kind="sr-failure"),
+        _series(settings, "sr", study, revision, (name, version), object_kind="sr-failure"),
         model_name=name,
         model_version=version,
     )
@@ -278,7 +285,9 @@ def build_failure_outputs(
         cad = build_cad_failure_report(
             mammograms,
             reason,
-            _series(settings, "mgcad", study, revision, version, object_kind="mgcad-failure"),
+            _series(
+                settings, "mgcad", study, revision, (name, version), object_kind="mgcad-failure"
+            ),
             model_name=name,
             model_version=version,
         )
@@ -305,7 +314,7 @@ def build_minimal_failure_outputs(
     if not settings.failure_report:
         return []
     name, version = (model_name or _NO_MODEL[0], model_version or _NO_MODEL[1])
-    series = _series(settings, "sr", study_uid, revision, version, object_kind="sr-minimal")
+    series = _series(settings, "sr", study_uid, revision, (name, version), object_kind="sr-minimal")
     report = build_minimal_failure_report(
         study_uid,
         reason,

@@ -410,8 +410,10 @@ def _impression(result: StudyResult) -> str:
         text += f". Assessment category {result.assessment_category}"
     marks = sum(len(result.marks(image)) for image in result.images)
     text += f". {'At or above' if result.positive else 'Below'} the {_point_text(result)}"
-    text += f": {marks} mark{'' if marks == 1 else 's'}"
-    return f"{text}. {NOT_FOR_CLINICAL_USE}"
+    text += f": {marks} mark{'' if marks == 1 else 's'}."
+    for note in result.notes:  # which model reports the study's other images
+        text += f" {note}"
+    return f"{text} {NOT_FOR_CLINICAL_USE}"
 
 
 def _finding(

@@ -36,7 +36,7 @@ from node.outputs import codes
 from node.outputs._common import MANUFACTURER, SeriesSpec
 from node.outputs.sr import failure_text, not_for_clinical_use_text
 
-__all__ = ["BASIC_TEXT_SR", "build_minimal_failure_report"]
+__all__ = ["BASIC_TEXT_SR", "PATIENT_AND_STUDY", "build_minimal_failure_report"]
 
 #: Basic Text SR Storage.
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
@@ -45,7 +45,7 @@ _REPORT = ("18748-4", "LN", "Diagnostic Imaging Report")
 
 #: Patient and General Study attributes copied from a source header when present
 #: (every one is Type 2: present, empty when unknown).
-_COPIED = (
+PATIENT_AND_STUDY = (
     "PatientName",
     "PatientID",
     "PatientBirthDate",
@@ -109,7 +109,7 @@ def build_minimal_failure_report(
     ds.SOPInstanceUID = series.sop_uid
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.TimezoneOffsetFromUTC = "+0000"
-    for keyword in _COPIED:
+    for keyword in PATIENT_AND_STUDY:
         setattr(ds, keyword, _copied(source, keyword))
     if not ds.AccessionNumber and accession_number:
         ds.AccessionNumber = accession_number

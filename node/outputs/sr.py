@@ -25,8 +25,10 @@ Template tree (PS3.16)::
                        with Laterality and Image View
                   CODE Assessment Category (CID 6027) per breast and for the study,
                        with Laterality
-                  TEXT Comment per image, breast and study (the numbers), the intended
-                       use, "not for clinical use" (or the failure reason)
+                  TEXT Comment per image, breast and study (the numbers), the
+                       result's notes (which model reports the study's other images,
+                       which images were not inferred and why), the intended use,
+                       "not for clinical use" (or the failure reason)
 
 Every measurement group is geometric, because viewers (OHIF among them) draw each
 group on its image and fail on one without coordinates; what belongs to an image,
@@ -269,6 +271,7 @@ def _evaluations(
     if study_code is not None:
         items.append(_code_item(codes.ASSESSMENT_CATEGORY, study_code, _side(_study_side(result))))
     items.append(_text_item(_study_text(result)))
+    items.extend(_text_item(note) for note in result.notes)
     items.append(_text_item(not_for_clinical_use_text(intended_use)))
     return items
 
@@ -288,6 +291,7 @@ def _narrative(
     if study_code is not None:
         impressions.append(_code_item(codes.IMPRESSION, study_code, []))
     impressions.append(_text_item(_study_text(result), codes.IMPRESSION))
+    impressions.extend(_text_item(note, codes.IMPRESSION) for note in result.notes)
     impressions.append(_text_item(not_for_clinical_use_text(intended_use), codes.IMPRESSION))
     return findings, impressions
 

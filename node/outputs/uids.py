@@ -4,8 +4,9 @@ A result that is rebuilt (after a crash, or because a send failed) must carry th
 same Series and SOP Instance UIDs as the first time, so that the archive replaces
 rather than duplicates it. Every UID the node writes is therefore derived, never
 drawn at random: :func:`derive_uid` hashes the facts that identify an object
-(study, result revision, object kind, source image, model version) below
-:data:`UID_PREFIX`.
+(study, result revision, object kind, source image, model name and version) below
+:data:`UID_PREFIX`. The model's name keeps apart the objects of a study whose parts
+two models inferred (a mammography and an ultrasound model, both at version 1.0.0).
 
 :data:`UID_PREFIX` is the project's UID root: the integer form of a name-based
 UUID (ISO/IEC 9834-8, version 5, name ``breast-ai-node/dicom-uid-root`` in the
@@ -32,13 +33,16 @@ def derive_uid(
     kind: str,
     model_version: str,
     source_uid: str = "",
+    *,
+    model_name: str = "",
 ) -> UID:
     """The UID of one result object (or series), the same on every rebuild.
 
     ``kind`` names the object (``sr``, ``mgcad``, ``sc``, ``sc-series``, ...);
     ``source_uid`` is the SOP Instance UID of the image it was made from, empty for
     study-level objects. ``revision`` counts the results made for the study (a new
-    revision, e.g. after late instances, gives new UIDs).
+    revision, e.g. after late instances, gives new UIDs). ``model_name`` and
+    ``model_version``: the model that made the object.
     """
     if not study_uid:
         raise OutputError("derive_uid: study_uid is empty")
@@ -47,7 +51,7 @@ def derive_uid(
     if revision < 0:
         raise OutputError(f"derive_uid: revision must be >= 0, not {revision}")
     # A separator that cannot occur in UIDs or kinds keeps ("1.2", "3") != ("1", ".23").
-    sources = [study_uid, str(revision), kind, source_uid, model_version]
+    sources = [study_uid, str(revision), kind, source_uid, model_version, model_name]
     return generate_uid(prefix=UID_PREFIX, entropy_srcs=["\x1f".join(sources)])
 
 

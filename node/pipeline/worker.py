@@ -14,6 +14,14 @@ objects are then built and stored by a third thread while the next step infers. 
 prefetched studies are claimed and leased like any others; :meth:`InferenceWorker.close`
 waits for the results being stored and gives prefetched studies back to the queue.
 
+Each eligible image goes to its model (:class:`~node.inference.modelset.ModelSet`: the
+model whose card lists its modality, or the one its eligibility rule names), so a study
+with mammograms and ultrasound images is inferred part by part, each part by its own
+model, and its result (:class:`~node.results.CombinedResult`) holds one part per model:
+each part gets its own result objects, and its reports say which model reports the
+rest. An image no model accepts fails its study, or with ``eligibility.without_model:
+skip`` is left out and named in the reports.
+
 A study that cannot be inferred or rendered is never dropped silently: it gets a
 failure report (when ``outputs.failure_report`` is on), delivered like a result, after
 which the study ends ``failed`` with the reason. When the full report cannot be built
@@ -64,6 +72,7 @@ from node.inference.engine import (
     StudyInferenceError,
     StudyInput,
 )
+from node.inference.modelset import ModelSet
 from node.outputs import (
     ResultObject,
     build_failure_outputs,
@@ -71,9 +80,9 @@ from node.outputs import (
     build_outputs,
 )
 from node.outputs.pictures import study_pictures
-from node.pipeline.eligibility import matches
+from node.pipeline.eligibility import rule_of
 from node.pipeline.lease import keep_leases
-from node.results import StudyResult
+from node.results import CombinedResult, LeftOut, StudyResult, combine
 from node.spool import Spool
 
 __all__ = ["InferenceWorker", "encode_object"]
@@ -91,25 +100,52 @@ _NON_IMAGE_PREFIXES = (
 )
 
 
+#: Longest model name (and version) list a result row holds (its column's size).
+_MODEL_COLUMN = 64
+
+
 @dataclass(frozen=True)
 class _Claimed:
-    """A claimed study and its eligible images."""
+    """A claimed study, its eligible images, and which model infers which of them."""
 
     study: StudyRef
     images: tuple[InstanceFacts, ...]
+    routes: tuple[tuple[InferenceEngine, tuple[InstanceFacts, ...]], ...] = ()
+    """Per model, in the order of ``models``: the images it infers."""
+    left_out: tuple[LeftOut, ...] = ()
+    """Images no model infers (``eligibility.without_model: skip``)."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One model's share of a batch: the claimed studies (by index) it has images of,
+    and those images decoded and preprocessed for it."""
+
+    engine: InferenceEngine
+    indices: tuple[int, ...]
+    studies: PreparedStudies
 
 
 @dataclass(frozen=True)
 class _Batch:
-    """Studies claimed together under kept leases, their images ready for the model."""
+    """Studies claimed together under kept leases, their images ready for the models."""
 
     studies: tuple[StudyRef, ...]
     claimed: tuple[_Claimed, ...]
-    """The studies with eligible images (the others already got their failure)."""
-    prepared: PreparedStudies | str
-    """The decoded and preprocessed images, or why preparing them crashed."""
+    """The studies with images to infer (the others already got their failure)."""
+    prepared: tuple[_Prepared, ...] | str
+    """The decoded and preprocessed images per model, or why preparing them crashed."""
     prepare_s: float
     leases: ExitStack
+
+
+_Outcome = CombinedResult | StudyInferenceError
+"""A claimed study's result, part by part, or why it could not be inferred."""
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to a result row's model column (names are rarely that long)."""
+    return text if len(text) <= _MODEL_COLUMN else text[: _MODEL_COLUMN - 3] + "..."
 
 
 def encode_object(obj: ResultObject) -> bytes:
@@ -131,14 +167,18 @@ class InferenceWorker:
         settings: Settings,
         session_factory: SessionFactory,
         spool: Spool,
-        engine: InferenceEngine,
+        models: ModelSet | InferenceEngine,
         worker_id: str,
         on_result: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.spool = spool
-        self.engine = engine
+        self.models = (
+            models
+            if isinstance(models, ModelSet)
+            else ModelSet([models], settings.eligibility.rules)
+        )
         self.worker_id = worker_id
         self.on_result = on_result
         self._prefetch: Future[_Batch | None] | None = None
@@ -228,23 +268,16 @@ class InferenceWorker:
                 images = self._eligible_images(study)
                 if self._given_up(study, images):
                     continue
-                if images:
-                    claimed.append(_Claimed(study, images))
-                else:
+                if not images:
                     self._fail(study, (), "no eligible images to infer")
-            inputs = [
-                StudyInput(
-                    item.study.study_uid,
-                    tuple(
-                        ImageInput(self.spool.path(i.path), i.sop_instance_uid) for i in item.images
-                    ),
-                )
-                for item in claimed
-            ]
+                    continue
+                routed = self._route(study, images)
+                if routed is not None:
+                    claimed.append(routed)
             start = time.perf_counter()
-            prepared: PreparedStudies | str
+            prepared: tuple[_Prepared, ...] | str
             try:
-                prepared = self.engine.prepare(inputs) if inputs else PreparedStudies((), (), {})
+                prepared = self._prepare(claimed)
             except Exception as exc:  # a bug: fail these studies, say so
                 log.exception("inference.prepare_crashed", studies=[s.study_uid for s in studies])
                 prepared = f"internal error preparing images: {type(exc).__name__}: {exc}"
@@ -254,6 +287,60 @@ class InferenceWorker:
         except BaseException:
             leases.close()
             raise
+
+    def _route(self, study: StudyRef, images: tuple[InstanceFacts, ...]) -> _Claimed | None:
+        """Which model infers which of the study's images; ``None`` when the study failed
+        instead (an image no model accepts, or none left to infer)."""
+        rules = self.settings.eligibility.rules
+        skip = self.settings.eligibility.without_model == "skip"
+        shares: dict[str, list[InstanceFacts]] = {}
+        left_out: list[LeftOut] = []
+        for image in images:
+            rule = rule_of(image, rules)
+            rule_name = rule.name if rule is not None else None
+            engine = self.models.engine_for(image.modality, rule_name)
+            if engine is not None:
+                shares.setdefault(engine.card.name, []).append(image)
+                continue
+            reason = self.models.no_model_reason(image.modality, rule_name)
+            if not skip:
+                self._fail(study, images, f"image {image.sop_instance_uid}: {reason}")
+                return None
+            modality = (image.modality or "").strip().upper() or "(none)"
+            left_out.append(LeftOut(image.sop_instance_uid, modality, f"{reason}; skipped"))
+        if not shares:
+            reasons = "; ".join(f"image {i.sop_instance_uid}: {i.reason}" for i in left_out)
+            self._fail(study, images, f"no image left to infer ({reasons})")
+            return None
+        routes = tuple(
+            (engine, tuple(shares[engine.card.name]))
+            for engine in self.models
+            if engine.card.name in shares
+        )
+        return _Claimed(study, images, routes, tuple(left_out))
+
+    def _prepare(self, claimed: Sequence[_Claimed]) -> tuple[_Prepared, ...]:
+        """Each model decodes and preprocesses its images of the claimed studies."""
+        prepared = []
+        for engine in self.models:
+            indices: list[int] = []
+            inputs: list[StudyInput] = []
+            for index, item in enumerate(claimed):
+                share = next((imgs for e, imgs in item.routes if e is engine), ())
+                if not share:
+                    continue
+                indices.append(index)
+                inputs.append(
+                    StudyInput(
+                        item.study.study_uid,
+                        tuple(
+                            ImageInput(self.spool.path(i.path), i.sop_instance_uid) for i in share
+                        ),
+                    )
+                )
+            if inputs:
+                prepared.append(_Prepared(engine, tuple(indices), engine.prepare(inputs)))
+        return tuple(prepared)
 
     def _given_up(self, study: StudyRef, images: Sequence[InstanceFacts]) -> bool:
         """Fail a study claimed more than ``worker.max_attempts`` times in this generation
@@ -285,28 +372,42 @@ class InferenceWorker:
         if future is not None:
             future.result()
 
-    def _infer(self, batch: _Batch) -> tuple[list[StudyResult | StudyInferenceError], float]:
-        """The model's outcome per claimed study, and the seconds it took."""
+    def _infer(self, batch: _Batch) -> tuple[list[_Outcome], float]:
+        """The outcome per claimed study (every part of it inferred by its model), and the
+        seconds it took."""
         claimed = batch.claimed
         start = time.perf_counter()
-        outcomes: list[StudyResult | StudyInferenceError]
-        if not claimed:
-            outcomes = []
-        elif isinstance(batch.prepared, str):
-            outcomes = [StudyInferenceError(c.study.study_uid, batch.prepared) for c in claimed]
-        else:
+        if isinstance(batch.prepared, str):
+            failed = [StudyInferenceError(c.study.study_uid, batch.prepared) for c in claimed]
+            return list(failed), time.perf_counter() - start
+        parts: list[list[StudyResult | StudyInferenceError]] = [[] for _ in claimed]
+        several = len(self.models) > 1
+        for share in batch.prepared:
+            name = share.engine.card.name
             try:
-                outcomes = self.engine.infer_prepared(batch.prepared)
-            except Exception as exc:  # a bug or a broken runtime: fail the batch, say so
+                results = share.engine.infer_prepared(share.studies)
+            except Exception as exc:  # a bug or a broken runtime: fail its studies, say so
                 log.exception("inference.crashed", studies=[c.study.study_uid for c in claimed])
                 reason = f"internal error during inference: {type(exc).__name__}: {exc}"
-                outcomes = [StudyInferenceError(c.study.study_uid, reason) for c in claimed]
+                results = [StudyInferenceError(s.study_uid, reason) for s in share.studies.studies]
+            for index, outcome in zip(share.indices, results, strict=True):
+                if isinstance(outcome, StudyInferenceError) and several:
+                    outcome = StudyInferenceError(outcome.study_uid, f"model {name}: {outcome}")
+                parts[index].append(outcome)
+        outcomes: list[_Outcome] = []
+        for item, found in zip(claimed, parts, strict=True):
+            error = next((p for p in found if isinstance(p, StudyInferenceError)), None)
+            if error is not None:
+                outcomes.append(error)
+                continue
+            done = [p for p in found if isinstance(p, StudyResult)]
+            outcomes.append(combine(item.study.study_uid, done, item.left_out))
         return outcomes, time.perf_counter() - start
 
     def _finish(
         self,
         batch: _Batch,
-        outcomes: Sequence[StudyResult | StudyInferenceError],
+        outcomes: Sequence[_Outcome],
         infer_seconds: float,
     ) -> None:
         """Build, store and hand over each study's results; then let the leases go."""
@@ -322,7 +423,7 @@ class InferenceWorker:
                     )
                     continue
                 try:
-                    if isinstance(outcome, StudyResult):
+                    if isinstance(outcome, CombinedResult):
                         self._succeed(item, outcome, infer_seconds / share, batch.prepare_s / share)
                     else:
                         self._fail(item.study, item.images, f"inference failed: {outcome}")
@@ -346,11 +447,11 @@ class InferenceWorker:
             image
             for image in instances_of(self.session_factory, study.id)
             if not image.sop_class_uid.startswith(_NON_IMAGE_PREFIXES)
-            and any(matches(rule, image) for rule in rules)
+            and rule_of(image, rules) is not None
         )
 
     def _succeed(
-        self, item: _Claimed, result: StudyResult, infer_seconds: float, prepare_seconds: float
+        self, item: _Claimed, result: CombinedResult, infer_seconds: float, prepare_seconds: float
     ) -> None:
         study = item.study
         bound = log.bind(study_uid=study.study_uid, generation=study.generation)
@@ -359,17 +460,26 @@ class InferenceWorker:
             with_pixels = "sc" in self.settings.outputs.objects and any(
                 image.display is None for image in result.images
             )
-            sources = [self._read(image, pixels=with_pixels) for image in item.images]
-            objects = build_outputs(
-                result,
-                sources,
-                self.settings.outputs,
-                revision=study.generation,
-                intended_use=self.engine.card.intended_use,
-                operating_points=self.engine.card.operating_points,
-            )
+            evaluated = {image.sop_instance_uid for image in result.images}
+            sources = [
+                self._read(image, pixels=with_pixels)
+                for image in item.images
+                if image.sop_instance_uid in evaluated
+            ]
+            objects: list[ResultObject] = []
+            for part in result.parts:
+                card = self.models.named(part.model_name).card
+                objects += build_outputs(
+                    part,
+                    sources,
+                    self.settings.outputs,
+                    revision=study.generation,
+                    intended_use=card.intended_use,
+                    operating_points=card.operating_points,
+                )
             deliveries = self._write(study, objects)
-            self._write_pictures(study, result, objects)
+            for part in result.parts:
+                self._write_pictures(study, part, objects)
         except NodeError as exc:
             bound.warning("outputs.failed", reason=str(exc))
             self._fail(study, item.images, f"result objects could not be built: {exc}")
@@ -385,14 +495,15 @@ class InferenceWorker:
             "worker_inference_s": round(infer_seconds, 6),
             "outputs_s": round(time.perf_counter() - start, 6),
         }
+        names, versions = result.model_names()
         stored = NewResult(
             outcome=ResultOutcome.RESULT,
-            model_name=result.model_name,
-            model_version=result.model_version,
+            model_name=_clip(names),
+            model_version=_clip(versions),
             score=result.score,
             positive=result.positive,
             assessment=result.assessment_category,
-            breast_scores={b.laterality: b.score for b in result.breasts},
+            breast_scores=result.breast_scores(),
             image_scores={i.sop_instance_uid: i.probability for i in result.images},
             detail=result.to_dict(),
             timings=timings,
@@ -407,6 +518,8 @@ class InferenceWorker:
             score=round(result.score, 4),
             positive=result.positive,
             assessment=result.assessment_category,
+            models=[part.model_name for part in result.parts],
+            left_out=len(result.left_out),
             objects=len(objects),
             deliveries=len(deliveries),
         )
@@ -417,7 +530,7 @@ class InferenceWorker:
         bound = log.bind(study_uid=study.study_uid, generation=study.generation)
         bound.error("study.inference_failed", reason=reason)
         deliveries: list[NewDelivery] = []
-        card = self.engine.card
+        name, version = self._models_of(images)
         if self.settings.outputs.failure_report:
             try:
                 deliveries = self._write(study, self._failure_report(study, images, reason))
@@ -426,8 +539,8 @@ class InferenceWorker:
         stored = NewResult(
             outcome=ResultOutcome.FAILURE,
             reason=reason,
-            model_name=card.name,
-            model_version=card.version,
+            model_name=name,
+            model_version=version,
             detail={"images": [i.sop_instance_uid for i in images]},
         )
         moved = save_result(self.session_factory, study, stored, deliveries)
@@ -444,7 +557,7 @@ class InferenceWorker:
         attribute it needs is missing, no header is readable, no image is eligible), the
         minimal one (:mod:`node.outputs.minimal`), which needs nothing from them."""
         bound = log.bind(study_uid=study.study_uid, generation=study.generation)
-        card = self.engine.card
+        name, version = self._models_of(images)
         headers = [h for h in (self._read_header(i) for i in images) if h is not None]
         if headers:
             try:
@@ -453,8 +566,8 @@ class InferenceWorker:
                     reason,
                     self.settings.outputs,
                     revision=study.generation,
-                    model_name=card.name,
-                    model_version=card.version,
+                    model_name=name,
+                    model_version=version,
                 )
             except Exception as exc:
                 bound.warning(
@@ -469,8 +582,25 @@ class InferenceWorker:
             revision=study.generation,
             accession_number=study.accession_number,
             source=headers[0] if headers else self._any_header(study),
-            model_name=card.name,
-            model_version=card.version,
+            model_name=name,
+            model_version=version,
+        )
+
+    def _models_of(self, images: Sequence[InstanceFacts]) -> tuple[str, str]:
+        """The models that infer ``images`` (every loaded model when none of them has one):
+        their names and their versions, each joined by ``", "`` and clipped to what a
+        result row and a report's model name hold."""
+        rules = self.settings.eligibility.rules
+        routed: dict[str, InferenceEngine] = {}
+        for image in images:
+            rule = rule_of(image, rules)
+            engine = self.models.engine_for(image.modality, rule.name if rule else None)
+            if engine is not None:
+                routed.setdefault(engine.card.name, engine)
+        engines = [e for e in self.models if e.card.name in routed] or list(self.models)
+        return (
+            _clip(", ".join(e.card.name for e in engines)),
+            _clip(", ".join(e.card.version for e in engines)),
         )
 
     def _any_header(self, study: StudyRef) -> Dataset | None:

@@ -193,7 +193,7 @@ def test_cli_listings_and_audit(site: Site, capsys: pytest.CaptureFixture[str]) 
     assert {d["destination"] for d in known["deliveries"]} == {"drop", "pacs"}
     assert any(event["kind"] == "result" for event in known["events"])
     summary = cli(capsys, "show", site.study_uid, "--config", config)
-    result = known["results"][-1]["detail"]
+    (result,) = known["results"][-1]["detail"]["parts"]  # one model inferred the study
     assert f"accession {site.accession}" in summary and "reason: delivery to pacs failed" in summary
     for image in result["images"]:
         assert image["sop_instance_uid"] in summary

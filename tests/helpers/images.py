@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -16,7 +17,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-__all__ = ["COMPRESSED", "breast_phantom", "mg_dataset", "write_dataset"]
+from node.outputs.minimal import PATIENT_AND_STUDY
+
+__all__ = ["COMPRESSED", "breast_phantom", "mg_dataset", "one_study", "write_dataset"]
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
@@ -96,3 +99,26 @@ def write_dataset(ds: Dataset, path: Path, transfer_syntax: str | None = None) -
         ds.compress(COMPRESSED[transfer_syntax])
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+#: Patient and study attributes a study's images share.
+_STUDY_ATTRIBUTES = ("StudyInstanceUID", *PATIENT_AND_STUDY)
+
+
+def one_study(files: list[Path], out: Path) -> list[Path]:
+    """Copies of ``files`` under ``out`` that form one study: the first file's patient and
+    study attributes in every copy (mammograms and ultrasound images of one visit)."""
+    out.mkdir(parents=True, exist_ok=True)
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    copies = []
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        for keyword in _STUDY_ATTRIBUTES:
+            if keyword in first:
+                setattr(ds, keyword, first.data_element(keyword).value)  # type: ignore[union-attr]
+            elif keyword in ds:
+                delattr(ds, keyword)
+        copy = out / f"{index:03d}-{path.name}"
+        ds.save_as(copy, enforce_file_format=True)
+        copies.append(copy)
+    return copies

@@ -1,7 +1,8 @@
 """Small model folders for tests, written with the same code the training export uses.
 
 ``write_random_model_folder(tmp_path / "model")`` gives a valid folder whose
-members have seeded random weights; ``bright_spot_state`` gives weights with a
+members have seeded random weights (accepting MG and US by default, so that a node
+serving it alone covers the default eligibility rules); ``bright_spot_state`` gives weights with a
 known answer (the malignant logit measures bright pixels) for explanation tests.
 """
 
@@ -34,7 +35,7 @@ def card_data(
     height: int = 128,
     width: int = 64,
     channels: int = 1,
-    modalities: Sequence[str] = ("MG",),
+    modalities: Sequence[str] = ("MG", "US"),
     threshold: float = 0.3,
     **extra: Any,
 ) -> dict[str, Any]:

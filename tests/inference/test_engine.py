@@ -217,9 +217,10 @@ def test_a_value_nothing_checked_fails_only_its_image_study(
     assert "image 9.9.9.1: invalid RescaleSlope" in str(outcomes[1])
 
 
-def test_modality_the_model_does_not_accept(two_member_folder: Path, tmp_path: Path) -> None:
+def test_modality_the_model_does_not_accept(tmp_path: Path) -> None:
     path = write_dataset(mg_dataset(breast_phantom(), modality="US"), tmp_path / "us.dcm")
-    engine = InferenceEngine.load(two_member_folder, FAST)
+    mammography_only = write_random_model_folder(tmp_path / "m", modalities=("MG",))
+    engine = InferenceEngine.load(mammography_only, FAST)
     with pytest.raises(
         StudyInferenceError, match="modality US is not one the model tiny-test accepts"
     ):

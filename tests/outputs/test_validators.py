@@ -10,11 +10,16 @@ docs/outputs.md, "Conformance checks").
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.outputs.conftest import KINDS, Built
+from node.config import OutputSettings
+from node.models.card import OperatingPoint
+from node.outputs import build_outputs
+from tests.outputs.conftest import KINDS, Built, run_dciodvfy, run_pixelmed
+from tests.outputs.reading import concept, items_named
 
 pytestmark = pytest.mark.peers
 
@@ -34,6 +39,17 @@ EVALUATION_MODIFIER = re.compile(
 )
 #: TID 4023 row 3: the Operating Point Table (a CONTAINER) under Detection Performed (a
 #: CODE), which PixelMed's copy of PS3.3 Table A.35.5-2 does not list.
+#: TID 4023 rows 8 and 9: each operating point's NUM $XConcept (Case Specificity) and NUM
+#: $YConcept (Case Sensitivity), both mandatory. PixelMed encodes both rows as "NUM *"
+#: (their concept names are the table's parameters), so each matches both values and it
+#: counts two where it expects one: an error only for cards that give both, as the demo
+#: cards do.
+OPERATING_POINT_VALUES = re.compile(
+    r"^Error: Template 4023 CADOperatingPoints/\[Row 3\] CONTAINER \(111093,DCM,"
+    r'"Operating Point Table"\)/\[Row 6\] NUM \(111071,DCM,"CAD Operating Point"\)'
+    r"/\[Row [89]\] NUM \*: .*Incorrect content item value multiplicity - found 2 content "
+    r"items but expected 1$"
+)
 OPERATING_POINT_TABLE = re.compile(
     r"Parent content item \(1\.4\.1\.1: CODE\) has illegal relationship HAS PROPERTIES "
     r"with child content item \(1\.4\.1\.1\.\d+: CONTAINER\)"
@@ -89,3 +105,31 @@ def test_pixelmed_finds_no_errors_in_any_sr(
         checked += 1
     # two SRs (result and failure) per study, plus two CAD SRs for mammograms
     assert checked == (2 if kind.startswith("us") else 4)
+
+
+def test_operating_points_with_specificity_and_sensitivity(
+    built: dict[str, Built], tmp_path: Path
+) -> None:
+    """A card that gives each operating point both values (the demo cards do): both are
+    written (TID 4023 rows 8 and 9), dciodvfy finds no error, and PixelMed only the
+    multiplicity it reads into its "NUM *" encoding of those two rows."""
+    entry = built["mg"]
+    threshold = entry.result.threshold
+    points = [
+        OperatingPoint(name="sens90", threshold=threshold, sensitivity=0.913, specificity=1.0),
+        OperatingPoint(name="sens95", threshold=threshold / 2, sensitivity=0.9565, specificity=0.8),
+    ]
+    settings = OutputSettings(objects=("mgcad",))
+    (cad,) = build_outputs(entry.result, entry.sources, settings, operating_points=points)
+    path = tmp_path / cad.filename
+    cad.dataset.save_as(path, enforce_file_format=True)
+    for point in items_named(cad.dataset, "111071"):  # CAD Operating Point
+        if "ContentSequence" in point and point.get("RelationshipType") == "CONTAINS":
+            assert [concept(i) for i in point.ContentSequence][1:] == ["111090", "111088"]
+    if shutil.which("dciodvfy"):
+        assert _errors(run_dciodvfy(path)) == []
+    if shutil.which("java") and Path("/usr/share/java/pixelmed.jar").exists():
+        (report,) = run_pixelmed([path]).values()
+        assert "IOD validation complete" in report, report
+        errors = _errors(report)
+        assert errors and all(OPERATING_POINT_VALUES.match(line) for line in errors), errors

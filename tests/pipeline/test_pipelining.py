@@ -16,8 +16,7 @@ from scipy import ndimage
 from sqlalchemy import select
 
 from node.config import Settings
-from node.db import Result, SessionFactory, Study, open_database, record_instance, utcnow
-from node.dicom.scp import read_facts
+from node.db import Result, SessionFactory, Study, open_database, utcnow
 from node.imaging.geometry import Geometry
 from node.inference.engine import ImageInput, InferenceEngine, StudyInferenceError, StudyInput
 from node.jobs import Wake
@@ -28,6 +27,7 @@ from node.results import StudyResult
 from node.spool import Spool
 from tests.conftest import wait_until
 from tests.helpers.models import write_random_model_folder
+from tests.helpers.spool import receive
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +92,7 @@ def queue(tmp_path: Path) -> Callable[..., Queue]:
         spool.prepare()
         db = open_database(settings.storage.database)
         for path in files:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            relative = spool.relative_path(ds.StudyInstanceUID, ds.SOPInstanceUID)
-            size = spool.write(relative, [path.read_bytes()])
-            facts = read_facts(
-                spool.path(relative),
-                sop_class_uid=str(ds.SOPClassUID),
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                calling_ae="TEST",
-            )
-            record_instance(db, dataclasses.replace(facts, path=relative, size_bytes=size))
+            receive(spool, db, path)
         later = utcnow() + timedelta(hours=1)
         complete_due_studies(db, settings.completion, settings.eligibility.rules, now=later)
         return Queue(db, spool, settings)

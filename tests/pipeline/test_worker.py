@@ -29,12 +29,10 @@ from node.db import (
     StudyState,
     claim_next,
     open_database,
-    record_instance,
     save_result,
     utcnow,
 )
 from node.db.reads import deliveries_of
-from node.dicom.scp import read_facts
 from node.inference.engine import InferenceEngine
 from node.outputs import ResultObject
 from node.pipeline.completion import complete_due_studies
@@ -42,6 +40,7 @@ from node.pipeline.delivery import Sender, backoff_seconds, write_file_atomicall
 from node.pipeline.worker import InferenceWorker, encode_object
 from node.spool import Spool
 from tests.helpers.models import write_random_model_folder
+from tests.helpers.spool import receive
 
 
 @dataclasses.dataclass
@@ -53,20 +52,7 @@ class Pipeline:
     sender: Sender
 
     def ingest(self, files: list[Path]) -> list[RecordOutcome]:
-        outcomes = []
-        for path in files:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            relative = self.spool.relative_path(ds.StudyInstanceUID, ds.SOPInstanceUID)
-            size = self.spool.write(relative, [path.read_bytes()])
-            facts = read_facts(
-                self.spool.path(relative),
-                sop_class_uid=str(ds.SOPClassUID),
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                calling_ae="TEST",
-            )
-            facts = dataclasses.replace(facts, path=relative, size_bytes=size)
-            outcomes.append(record_instance(self.db, facts))
-        return outcomes
+        return [receive(self.spool, self.db, path) for path in files]
 
     def complete(self) -> None:
         later = utcnow() + timedelta(hours=1)

@@ -36,3 +36,44 @@ def test_demo_model_scores_a_synthetic_study(synthetic) -> None:  # type: ignore
     assert len(result.images) == 4
     assert all(0.0 <= i.probability <= 1.0 for i in result.images)
     assert result.score == pytest.approx(max(i.probability for i in result.images))
+
+
+DEMO_US = DEMO.parent / "demo-us"
+
+
+def test_ultrasound_demo_folder_matches_its_card() -> None:
+    model = load_model_folder(DEMO_US)
+    card = model.card
+    assert card.name == "demo-us" and card.modalities == ("US",)
+    architectures = [m.spec.architecture for m in model.members]
+    assert len(set(architectures)) == len(architectures) >= 3
+    # every member carries real weight, with five test-time views
+    weights = [m.spec.weight for m in model.members]
+    assert min(weights) / sum(weights) >= 0.1
+    assert card.ensemble.tta == "multi"
+    text = f"{card.description} {card.intended_use}".lower()
+    assert "synthetic" in text and "not for clinical use" in text
+    assert card.training_data.datasets == ("synthetic",)
+    assert "seed 4303" in card.training_data.description
+    size = sum(p.stat().st_size for p in DEMO_US.glob("*.safetensors"))
+    assert size <= 30 * 2**20
+    values = card.metrics.values
+    for key in ("auc_image", "auc_image_ci95_low", "auc_image_ci95_high"):
+        assert key in values
+    for point in ("sens90", "sens95"):
+        for what in ("sensitivity", "specificity"):
+            low = values[f"{what}_image_{point}_ci95_low"]
+            assert (
+                low <= values[f"{what}_image_{point}"] <= values[f"{what}_image_{point}_ci95_high"]
+            )
+    assert values["auc_image"] >= 0.95
+
+
+def test_ultrasound_demo_model_scores_a_synthetic_study(synthetic) -> None:  # type: ignore[no-untyped-def]
+    samples = load_dataset("synthetic", synthetic(studies=1, seed=4, modality="us"))
+    engine = InferenceEngine.load(DEMO_US, InferenceSettings(device="cpu", max_regions=1))
+    study = StudyInput(samples[0].study_id, tuple(ImageInput(s.path, s.image_id) for s in samples))
+    (result,) = engine.infer_studies([study])
+    assert len(result.images) == 2 and result.tta == "multi"
+    assert all(len(i.member_probabilities) == 3 for i in result.images)
+    assert result.score == pytest.approx(max(i.probability for i in result.images))

@@ -18,6 +18,7 @@ from training.metrics import (
     roc_curve,
     stats_at_threshold,
     threshold_for_sensitivity,
+    wilson_interval,
 )
 
 
@@ -124,3 +125,14 @@ def test_collapse_warning() -> None:
     labels = ("normal", "benign", "malignant")
     assert "class collapse" in (collapse_warning([0] * 50, labels) or "")
     assert collapse_warning([0] * 40 + [2] * 10, labels) is None
+
+
+def test_wilson_interval_by_hand() -> None:
+    # 8 of 10: (0.8 + 1.9208/10 -+ 1.96 sqrt(0.016 + 0.00096)) / 1.38416
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert all(np.isnan(wilson_interval(0, 0)))
+    stats = stats_at_threshold([1, 1, 0, 0, 0], [0.9, 0.2, 0.1, 0.6, 0.3], 0.5).to_dict()
+    assert stats["sensitivity_ci95"] == list(wilson_interval(1, 2))
+    assert stats["specificity_ci95"] == list(wilson_interval(2, 3))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.cli import main
+from tests.helpers.models import write_random_model_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "node.example.yaml"
@@ -24,6 +25,37 @@ def test_check_config_valid_file(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith(f"OK: {EXAMPLE}")
     assert "BREAST_AI on 0.0.0.0:11112" in out
+
+
+def test_check_config_says_which_model_infers_each_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check-config", "--config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert f"model:    {ROOT / 'models' / 'demo'}: demo 1.0.0 (MG)" in out
+    assert f"model:    {ROOT / 'models' / 'demo-us'}: demo-us 1.0.0 (US)" in out
+    assert "rule mammography: MG -> demo" in out
+    assert "rule breast-ultrasound: US -> demo-us" in out
+
+
+def test_check_config_refuses_a_rule_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mg_only = write_random_model_folder(tmp_path / "mg", modalities=("MG",), name="mg-only")
+    config = tmp_path / "node.yaml"
+    config.write_text(f"models: [{mg_only}]\n", encoding="utf-8")
+    assert main(["check-config", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, "the error is one line"
+    assert "eligibility rule 'breast-ultrasound' can match US images" in err
+    assert "no model accepts modality US (mg-only: MG)" in err
+    config.write_text(
+        f"models: [{mg_only}]\neligibility: {{without_model: skip}}\n", encoding="utf-8"
+    )
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "rule breast-ultrasound: US -> skipped" in out
+    assert "warning: eligibility rule 'breast-ultrasound' can match US images" in out
 
 
 def test_check_config_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,7 +31,9 @@ def test_example_file_is_valid_and_resolves_against_its_folder() -> None:
     assert settings.node.port == 11112
     assert settings.storage.spool == ROOT / "var" / "spool"
     assert settings.storage.database == f"sqlite:///{ROOT / 'var' / 'node.db'}"
-    assert settings.model == ROOT / "models" / "demo"
+    assert settings.models == (ROOT / "models" / "demo", ROOT / "models" / "demo-us")
+    assert settings.inference.tta == "card"
+    assert settings.eligibility.without_model == "refuse"
     assert settings.destinations == (
         FolderDestination(name="results-folder", folder=ROOT / "var" / "results"),
     )
@@ -77,9 +79,37 @@ logging: {level: debug, format: json}
         name="pacs", ae_title="ORTHANC", host="pacs.local", port=4242
     )
     assert settings.destinations[1] == FolderDestination(name="drop", folder=Path("/srv/results"))
-    assert settings.model is None
+    assert settings.model is None and settings.models == ()
     assert not settings.model_available
     assert settings.logging.level == "DEBUG"
+
+
+def test_built_in_defaults_serve_mammography_and_ultrasound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, environ={})
+    assert settings.models == (tmp_path / "models" / "demo", tmp_path / "models" / "demo-us")
+    assert [r.name for r in settings.eligibility.rules] == ["mammography", "breast-ultrasound"]
+
+
+def test_model_is_one_folder_of_models(tmp_path: Path) -> None:
+    one = load_settings(write(tmp_path, "model: models/mg\n"), environ={})
+    assert one.model == tmp_path / "models" / "mg"
+    assert one.models == (tmp_path / "models" / "mg",)
+    two = load_settings(write(tmp_path, "models: [a, b]\n"), environ={})
+    assert two.models == (tmp_path / "a", tmp_path / "b") and two.model is None
+    (tmp_path / "b").mkdir()
+    assert two.available_models == (tmp_path / "b",) and two.model_available
+    with pytest.raises(ConfigError, match=r"give model .* or models .*, not both"):
+        load_settings(write(tmp_path, "model: a\nmodels: [b]\n"), environ={})
+    with pytest.raises(ConfigError, match="a model folder is listed twice"):
+        load_settings(write(tmp_path, "models: [a, ./a]\n"), environ={})
+    rule = "eligibility: {rules: [{name: us, modalities: [US], model: demo-us}]}\n"
+    assert load_settings(write(tmp_path, rule), environ={}).eligibility.rules[0].model == "demo-us"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "eligibility: {without_model: ignore}\n"), environ={})
+    assert caught.value.key == "eligibility.without_model"
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
@@ -194,7 +224,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert settings.node.port == 4105
     assert settings.node.ae_title == "FROM_ENV"
     assert settings.completion.quiet_seconds == 2.5
-    assert settings.model is None
+    assert settings.model is None and settings.models == ()
 
 
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:

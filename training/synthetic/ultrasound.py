@@ -30,7 +30,16 @@ from training.synthetic.mammogram import bounding_box
 from training.synthetic.options import SynthImage, SynthOptions
 from training.synthetic.study import StudyPlan, image_rng
 
-__all__ = ["US_GRIDS", "US_VIEWS", "UsGrid", "render_us", "write_us_study"]
+__all__ = [
+    "US_DESCRIPTOR_RATES",
+    "US_GRIDS",
+    "US_VIEWS",
+    "UsGrid",
+    "UsMass",
+    "draw_us_mass",
+    "render_us",
+    "write_us_study",
+]
 
 #: Probe orientations written per study.
 US_VIEWS = ("TRANS", "SAG")
@@ -63,8 +72,9 @@ def _wavy(width: int, base: float, amp: float, rng: np.random.Generator, smooth:
     return np.asarray(base + amp * line, np.float32)
 
 
-def _tissue(grid: UsGrid, rng: np.random.Generator) -> Float:
-    """Mean echogenicity (0-1) of the layers, before speckle."""
+def _tissue(grid: UsGrid, rng: np.random.Generator) -> tuple[Float, Float]:
+    """Mean echogenicity (0-1) of the layers, before speckle, and the brightness factor
+    of the edge shadows that Cooper's ligaments cast (thin, posterior, in any breast)."""
     h, w, mm = grid.height, grid.width, grid.spacing
     depth = (np.arange(h, dtype=np.float32) * mm)[:, None]
     smooth = 4.0 / mm
@@ -86,56 +96,132 @@ def _tissue(grid: UsGrid, rng: np.random.Generator) -> Float:
         arc = _wavy(w, rng.uniform(3.0, 10.0), 2.5, rng, smooth / 2)
         near = np.abs(depth - arc) < 0.18
         echo = np.where(near & (depth > skin) & (depth < fat_end), 0.8, echo)
-    return np.clip(echo, 0.01, 1.5).astype(np.float32)
+    # refraction at a ligament's edge: a narrow shadow down to the chest wall
+    shadow = np.ones((h, w), np.float32)
+    columns = np.arange(w, dtype=np.float32)[None, :]
+    for _ in range(int(rng.poisson(0.8))):
+        x = float(rng.uniform(0.1, 0.9)) * w
+        half = float(rng.uniform(0.4, 1.6)) / mm
+        start = float(rng.uniform(4.0, 12.0))
+        dim = np.float32(rng.uniform(0.3, 0.65))
+        column = (np.abs(columns - np.float32(x)) < half) & (depth > start)
+        shadow = np.where(column, shadow * (1 - dim), shadow)
+    shadow = ndimage.gaussian_filter(shadow, 1.5)
+    return np.clip(echo, 0.01, 1.5).astype(np.float32), shadow.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class UsMass:
+    """The ACR BI-RADS ultrasound descriptors of one mass (both probe orientations show
+    the same mass, so they are drawn once per lesion).
+
+    ``aspect``: width over height (above 1: parallel to the skin); ``angular``:
+    amplitude of the angular, pointed margin irregularity (0: circumscribed);
+    ``lobulation``: amplitude of gentle macrolobulation; ``halo``: echogenicity of an
+    echogenic rim (0: none); ``posterior``: brightness factor below the mass (above 1:
+    enhancement, below 1: shadowing); ``echo``: mean interior echogenicity;
+    ``heterogeneity``: its spread.
+    """
+
+    size_mm: float
+    aspect: float
+    angular: float
+    lobulation: float
+    halo: float
+    posterior: float
+    echo: float
+    heterogeneity: float
+
+
+#: At difficulty 1: how often each descriptor is seen in a malignant and in a benign mass
+#: (malignant, benign). No descriptor belongs to one class alone, as in real breast
+#: ultrasound: some cancers are oval and parallel, some fibroadenomas shadow.
+US_DESCRIPTOR_RATES: dict[str, tuple[float, float]] = {
+    "not_parallel": (0.65, 0.03),
+    "angular_margin": (0.75, 0.06),
+    "echogenic_halo": (0.45, 0.01),
+    "shadowing": (0.5, 0.04),
+    "enhancement": (0.08, 0.55),
+    "heterogeneous": (0.65, 0.15),
+}
+
+
+def _rate(name: str, label: str, difficulty: float) -> float:
+    """How often ``name`` is seen at ``difficulty``: the rates of both classes move
+    towards their mean as ``difficulty ** -0.7`` (further apart below 1)."""
+    malignant, benign = US_DESCRIPTOR_RATES[name]
+    mid = (malignant + benign) / 2
+    own = malignant if label == "malignant" else benign
+    return float(np.clip(mid + (own - mid) * difficulty**-0.7, 0.0, 1.0))
+
+
+def draw_us_mass(label: str, shape_seed: int, difficulty: float) -> UsMass:
+    """The descriptors of a ``label`` (``benign`` or ``malignant``) mass."""
+    rng = np.random.default_rng(shape_seed)
+
+    def has(name: str) -> bool:
+        return bool(rng.random() < _rate(name, label, difficulty))
+
+    size = float(rng.uniform(3.3, 7.7)) * difficulty**-0.35
+    aspect = float(rng.uniform(0.6, 0.95)) if has("not_parallel") else float(rng.uniform(1.2, 2.0))
+    angular = float(rng.uniform(0.6, 1.2)) if has("angular_margin") else 0.0
+    lobulation = float(rng.uniform(0.0, 0.12))
+    strength = min(1.25 * difficulty**-0.8, 1.4)
+    halo = float(rng.uniform(0.35, 0.8)) if has("echogenic_halo") else 0.0
+    shadow, enhance = has("shadowing"), has("enhancement")
+    posterior = 1.0
+    if shadow:
+        posterior = 1.0 - float(rng.uniform(0.3, 0.65)) * strength
+    elif enhance:
+        posterior = 1.0 + float(rng.uniform(0.3, 0.6)) * strength
+    # a share of masses is nearly isoechoic to the tissue around them (subtle)
+    subtle = rng.random() < min(0.15 * difficulty, 0.6)
+    echo = float(rng.uniform(0.25, 0.4)) if subtle else float(rng.uniform(0.02, 0.12))
+    heterogeneity = float(rng.uniform(0.03, 0.06)) if has("heterogeneous") else 0.01
+    return UsMass(size, aspect, angular, lobulation, halo, posterior, echo, heterogeneity)
 
 
 def _lesion(
     grid: UsGrid,
-    label: str,
+    mass: UsMass,
     view: str,
     rng: np.random.Generator,
     shape_seed: int,
-    difficulty: float,
 ) -> tuple[Float, Float, Float, NDArray[np.bool_]]:
     """Lesion interior echogenicity, its soft outline (0-1), the posterior factor, the mask."""
     h, w, mm = grid.height, grid.width, grid.spacing
-    shape_rng = np.random.default_rng(shape_seed)
-    size = float(shape_rng.uniform(3.0, 7.0)) * difficulty**-0.35
+    shape_rng = np.random.default_rng([shape_seed, 1])
     cy = float(shape_rng.uniform(11.0, 19.0)) / mm
     cx = w / 2 + float(rng.uniform(-0.15, 0.15)) * w
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     dy, dx = yy - np.float32(cy), xx - np.float32(cx)
-    noise = rng.standard_normal((h, w)).astype(np.float32)
-    if label == "benign":
-        aspect = float(shape_rng.uniform(1.4, 2.1)) * (1.0 if view == "TRANS" else 0.85)
-        half_w, half_h = size / mm * aspect**0.5, size / mm / aspect**0.5
-        q = np.sqrt((dx / half_w) ** 2 + (dy / half_h) ** 2)
-        interior = np.float32(0.02) + np.float32(0.04) * q + np.float32(0.01) * noise
-        outline = ndimage.gaussian_filter((q <= 1.0).astype(np.float32), 0.7)
-        # posterior acoustic enhancement below a fluid-like, circumscribed mass
-        band = (np.abs(dx) < half_w * 0.85) & (dy > 0)
-        fade = np.exp(-np.clip(dy - half_h, 0, None) / np.float32(4 * half_h))
-        post = 1.0 + 0.6 * band * fade * (q > 1.0)
-    else:
-        aspect = float(shape_rng.uniform(0.6, 0.9))  # taller than wide: non-parallel
-        size *= 0.85
-        half_w, half_h = size / mm * aspect**0.5, size / mm / aspect**0.5
-        phi = np.arctan2(dy, dx)
-        wobble = np.ones_like(phi)
-        for k in range(3, 12):
-            amp = float(shape_rng.normal(0, 0.16 / k**0.4))
-            # |cos| gives angular, pointed margins
-            phase = float(shape_rng.uniform(0, math.pi))
-            wobble += amp * (np.abs(np.cos(k * phi / 2 + phase)) - 0.64)
-        q = np.sqrt((dx / half_w) ** 2 + (dy / half_h) ** 2) / np.clip(wobble, 0.5, 1.9)
-        interior = np.float32(0.05) + np.float32(0.03) * noise
-        # an echogenic halo around the mass
-        interior = np.where(q > 1.0, 0.8, interior).astype(np.float32)
-        outline = ndimage.gaussian_filter((q <= 1.3).astype(np.float32), 1.0)
-        band = (np.abs(dx) < half_w * 0.8) & (dy > 0) & (q > 1.3)
-        post = np.where(band, 0.3, 1.0)
+    noise = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), 1.0)
+    noise /= np.float32(noise.std() + 1e-6)
+    # the sagittal plane cuts the mass a little differently
+    aspect = mass.aspect * (1.0 if view == "TRANS" else 0.9)
+    half_w, half_h = mass.size_mm / mm * aspect**0.5, mass.size_mm / mm / aspect**0.5
+    phi = np.arctan2(dy, dx)
+    wobble = np.ones_like(phi)
+    for k in range(2, 5):  # gentle macrolobulation
+        phase = float(shape_rng.uniform(0, 2 * math.pi))
+        wobble += mass.lobulation * float(shape_rng.uniform(0.3, 1.0)) * np.cos(k * phi + phase)
+    for k in range(3, 12):  # |cos| gives angular, pointed margins
+        amp = float(shape_rng.normal(0, 0.16 / k**0.4)) * mass.angular
+        phase = float(shape_rng.uniform(0, math.pi))
+        wobble += amp * (np.abs(np.cos(k * phi / 2 + phase)) - 0.64)
+    q = np.sqrt((dx / half_w) ** 2 + (dy / half_h) ** 2) / np.clip(wobble, 0.5, 1.9)
+    interior = np.float32(mass.echo) * (1.0 + np.float32(0.3) * q)
+    interior += np.float32(mass.heterogeneity) * noise
+    edge = 1.0 + (0.3 if mass.halo > 0 else 0.0)
+    if mass.halo > 0:  # an echogenic rim around the mass
+        interior = np.where(q > 1.0, np.float32(mass.halo), interior)
+    interior = np.clip(interior, 0.005, None).astype(np.float32)
+    outline = ndimage.gaussian_filter((q <= edge).astype(np.float32), 0.7 + 0.5 * mass.angular)
+    band = (np.abs(dx) < half_w * 0.85) & (dy > 0) & (q > edge)
+    fade = np.exp(-np.clip(dy - half_h, 0, None) / np.float32(6 * half_h))
+    post = 1.0 + (mass.posterior - 1.0) * band * fade
     post = ndimage.gaussian_filter(np.asarray(post, np.float32), 1.5)
-    return interior.astype(np.float32), outline.astype(np.float32), post, q <= 1.0
+    return interior, outline.astype(np.float32), post, q <= 1.0
 
 
 def render_us(
@@ -144,14 +230,14 @@ def render_us(
     """One B-mode frame (``grid.rows`` x ``grid.cols``, 8 bits) and its lesion mask."""
     laterality = plan.lesion_side or ("L" if plan.index % 2 == 0 else "R")
     rng = image_rng(plan, laterality, view)
-    echo = _tissue(grid, rng)
-    post = np.ones_like(echo)
+    echo, shadows = _tissue(grid, rng)
     mask = None
     if plan.lesion is not None:
-        interior, outline, post, mask = _lesion(
-            grid, plan.label, view, rng, plan.lesion.shape_seed, difficulty
-        )
-        echo = np.clip((echo * (1.0 - outline) + interior * outline) * post, 0.004, None)
+        mass = draw_us_mass(plan.label, plan.lesion.shape_seed, difficulty)
+        interior, outline, post, mask = _lesion(grid, mass, view, rng, plan.lesion.shape_seed)
+        echo = echo * (1.0 - outline) + interior * outline
+        shadows = shadows * post
+    echo = np.clip(echo * shadows, 0.004, None)
     h, w = echo.shape
     field = rng.standard_normal((h, w, 2), dtype=np.float32)
     field = ndimage.gaussian_filter(field, sigma=(0.7, 1.6, 0))
