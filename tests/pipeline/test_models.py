@@ -194,7 +194,15 @@ def test_a_mixed_study_is_inferred_part_by_part(
     # breast-node show, and the study page, name each part's model and operating point
     text = study_summary(known)
     assert "MG images: model mg-test 0.0.1" in text and "US images: model us-test 0.0.1" in text
-    view = NodeView(n.settings, n.db, n.spool, Counters(), lambda: None, lambda: None)
+    view = NodeView(
+        settings=n.settings,
+        session_factory=n.db,
+        read_factory=n.db,
+        spool=n.spool,
+        counters=Counters(),
+        listener_port=lambda: None,
+        model=lambda: None,
+    )
     page = render_study_page(view, str(study.study_uid))
     assert page is not None
     assert "MG images: model mg-test</h2>" in page and "US images: model us-test</h2>" in page

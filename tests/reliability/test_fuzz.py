@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,10 +79,13 @@ def bases(synthetic: Callable[..., Path]) -> list[Dataset]:
 
 
 def usable(path: Path) -> bool:
-    """Whether a stored file reads completely and its pixels decode to Rows x Columns."""
+    """Whether a stored file reads completely and its pixels decode to Rows x Columns
+    (pydicom's warnings, such as a Number of Frames of 0 read as 1, are not failures)."""
     try:
-        ds = dcmread(path)
-        return bool(ds.pixel_array.shape == (ds.Rows, ds.Columns))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path)
+            return bool(ds.pixel_array.shape == (ds.Rows, ds.Columns))
     except Exception:
         return False
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.cli import main
+from tests.conftest import free_port
 from tests.helpers.models import write_random_model_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,8 +119,10 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_starts_logs_json_and_stops_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     config = tmp_path / "node.yaml"
+    port = free_port()
     config.write_text(
-        "node: {port: 11199}\n"
+        f"node: {{port: {port}}}\n"
+        f"http: {{port: {free_port()}}}\n"
         "storage: {database: 'sqlite:///var/node.db', spool: var/spool}\n"
         "model: no-such-model\n"
         "destinations: [{name: out, folder: var/out}]\n",
@@ -148,7 +151,7 @@ def test_serve_starts_logs_json_and_stops_on_signal(tmp_path: Path, sig: signal.
         assert unavailable["level"] == "warning"
         assert "not inferred" in str(unavailable["consequence"])
         starting = next(e for e in lines if e["event"] == "node.starting")
-        assert starting["settings"]["node"]["port"] == 11199  # type: ignore[index]
+        assert starting["settings"]["node"]["port"] == port  # type: ignore[index]
         assert (tmp_path / "var" / "spool").is_dir()
         proc.send_signal(sig)
         _, rest = proc.communicate(timeout=30)
