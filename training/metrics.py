@@ -6,7 +6,9 @@ more suspicious, unless stated otherwise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,10 +19,12 @@ __all__ = [
     "bootstrap_auc",
     "confusion_matrix",
     "expected_calibration_error",
+    "probabilistic_f1",
     "roc_auc",
     "roc_curve",
     "stats_at_threshold",
     "threshold_for_sensitivity",
+    "wilson_interval",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -123,11 +127,13 @@ class BinaryStats:
     def specificity(self) -> float:
         return self.tn / (self.tn + self.fp) if self.tn + self.fp else float("nan")
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
             "sensitivity": self.sensitivity,
+            "sensitivity_ci95": list(wilson_interval(self.tp, self.tp + self.fn)),
             "specificity": self.specificity,
+            "specificity_ci95": list(wilson_interval(self.tn, self.tn + self.fp)),
             "tp": self.tp,
             "fp": self.fp,
             "tn": self.tn,
@@ -192,3 +198,39 @@ def expected_calibration_error(
         if inside.any():
             total += inside.sum() * abs(y[inside].mean() - p[inside].mean())
     return float(total / max(y.size, 1))
+
+
+def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (``nan`` bounds for zero trials).
+
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``z`` the
+    normal quantile of ``(1 + level) / 2``; unlike the normal approximation it
+    stays inside ``[0, 1]`` and is sensible at 0 or ``n`` successes.
+    """
+    if trials <= 0:
+        return float("nan"), float("nan")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2.0))
+    p = successes / trials
+    denominator = 1.0 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def probabilistic_f1(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
+    """Probabilistic F1 (the RSNA 2023 metric): F1 with the scores as soft predictions.
+
+    ``pP = sum(p * y) / sum(p)``, ``pR = sum(p * y) / sum(y)``, ``pF1 = 2 pP pR /
+    (pP + pR)``; ``nan`` without positives.
+    """
+    y, p = _binary(labels, scores)
+    if y.sum() == 0:
+        return float("nan")
+    true = float((p * y).sum())
+    precision = true / max(float(p.sum()), 1e-12)
+    recall = true / float(y.sum())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
