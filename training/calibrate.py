@@ -169,7 +169,11 @@ def choose_weights(
     members = probs.shape[0]
     n = f"{t.size} images of {len(set(groups))} patients"
     if members == 1:
-        return WeightChoice(np.ones(1), "one architecture: its members weigh the same")
+        return WeightChoice(
+            np.ones(1),
+            "one architecture: its members (folds or runs) cannot be told apart by their "
+            "architecture and weigh the same",
+        )
     if method != "auto":
         weights = fit_weights(probs, t, malignant_index, method)
         return WeightChoice(weights, f"{method} weights fitted on {n}")

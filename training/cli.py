@@ -17,6 +17,12 @@ __all__ = ["build_parser", "main"]
 Command = Callable[[argparse.Namespace], int]
 
 
+def _error(exc: Exception) -> int:
+    """Print ``error: <reason>`` on stderr; the exit status of a failed command."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
+
+
 def _mix(text: str) -> tuple[float, float, float]:
     parts = [float(p) for p in text.split(",")]
     if len(parts) != 3:
@@ -43,8 +49,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         )
         images = write_studies(args.out, args.studies, args.seed, options)
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     counts = {
         label: sum(1 for i in images if i.label == label)
         for label in ("malignant", "benign", "normal")
@@ -132,8 +137,7 @@ def _cmd_synth_sheet(args: argparse.Namespace) -> int:
     try:
         path = make_contact_sheet(args.data, args.out, args.studies)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
     return 0
 
@@ -173,8 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 0
         result = train(config, resume=args.resume, progress=not args.quiet)
     except (ConfigError, ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports
     print(
@@ -221,8 +224,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     try:
         folder = fill_cache(load_config(args.config, args.set), progress=not args.quiet)
     except (ConfigError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(f"preprocessed the training and validation images into {folder}")
     return 0
 
@@ -277,16 +279,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         card = export_model(_export_options(args, tuple(args.run)), say=_say)
     except (ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(f"wrote {args.out}: {_members_line(card)}")
     print(f"weights: {card.ensemble.weighting}")
     return 0
 
 
-def _model_folder_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="model folder")
-    parser.add_argument("--name", required=True, help="model name in the card")
+def _model_folder_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--out", type=Path, required=required, metavar="DIR", help="model folder")
+    parser.add_argument("--name", required=required, help="model name in the card")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument(
         "--card",
@@ -339,11 +340,26 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _cmd_cv(args: argparse.Namespace) -> int:
     from training.config import ConfigError, load_config
-    from training.cv import run_cv
+    from training.cv import run_cv, train_folds
 
     try:
         config = load_config(args.config, args.set)
         archs = [a for a in (args.architectures or "").split(",") if a]
+        if args.fold is not None:
+            if not 0 <= args.fold < config.data.folds:
+                raise ValueError(f"--fold {args.fold} is not below data.folds")
+            train_folds(
+                config,
+                architectures=archs,
+                folds=[args.fold],
+                resume=args.resume,
+                progress=not args.quiet,
+                say=_say,
+            )
+            print(f"trained fold {args.fold}; collect the folds with cv --resume")
+            return 0
+        if args.out is None or args.name is None:
+            raise ValueError("cv needs --out and --name (unless --fold trains one fold)")
         result = run_cv(
             config,
             _export_options(args, ()),
@@ -353,8 +369,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
             say=_say,
         )
     except (ConfigError, ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(
         f"cross-validated {len(result.fold_aucs)} members; out-of-fold image AUC "
         f"{result.oof_auc:.4f}; cv folder {result.folder} (oof.csv, cv.json, oof-roc.png); "
@@ -381,8 +396,15 @@ def _add_cv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="architectures to cross-validate (default: the config's)",
     )
     parser.add_argument("--resume", action="store_true", help="keep finished folds")
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train fold K only (folds side by side; then cv --resume collects them)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    _model_folder_arguments(parser)
+    _model_folder_arguments(parser, required=False)
     parser.set_defaults(func=_cmd_cv)
 
 
@@ -433,8 +455,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress=not args.json,
         )
     except (ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -68,6 +68,10 @@ class DataConfig(_Section):
     folds: int = Field(default=5, ge=2)
     fold: int = Field(default=0, ge=0)
     """With ``split: kfold``: the fold validated on (the others train)."""
+    split_seed: int | None = None
+    """Seed of the split; unset: the run's ``seed``. ``breast-train cv`` trains fold ``k``
+    with seed ``seed + k`` (its own initialisation, augmentation and patches) and one
+    split."""
     patient_overlap: Literal["error", "drop"] = "error"
     """A patient in two of the training, validation and test parts: ``error`` stops
     before training; ``drop`` removes that patient's images from training and

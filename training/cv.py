@@ -3,8 +3,11 @@
 For every architecture (the config's, or several) and every fold ``k`` of
 ``data.folds``: train on the other folds, validate on fold ``k`` (run folder
 ``<output>/<architecture>-fold<k>``; finished folds are kept, so an interrupted
-``cv`` continues with ``--resume``). The dataset's official test images (or
-``data.test_fraction`` of the patients) are kept out of every fold.
+``cv`` continues with ``--resume``; ``--fold K`` trains one fold only, so that
+folds can run side by side). Fold ``k`` trains with seed ``seed + k`` (its own
+initialisation, augmentation and patches, for members that differ) on the one
+split of ``data.split_seed`` (default: ``seed``). The dataset's official test
+images (or ``data.test_fraction`` of the patients) are kept out of every fold.
 
 Then every member predicts its own validation fold: these out-of-fold (OOF)
 predictions cover each training patient exactly once per architecture and were
@@ -44,7 +47,7 @@ from training.metrics import bootstrap_auc, roc_auc
 from training.selection import make_parts
 from training.train import train
 
-__all__ = ["CvResult", "run_cv"]
+__all__ = ["CvResult", "run_cv", "train_folds"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class CvResult:
 
 def _fold_config(config: TrainConfig, architecture: str, fold: int) -> TrainConfig:
     data = config.model_dump(mode="json")
-    data["data"] = {**data["data"], "split": "kfold", "fold": fold}
+    split_seed = config.data.split_seed if config.data.split_seed is not None else config.seed
+    data["data"] = {**data["data"], "split": "kfold", "fold": fold, "split_seed": split_seed}
+    data["seed"] = config.seed + fold
     data["model"] = {**data["model"], "architecture": architecture}
     data["output"] = str(config.output / f"{architecture}-fold{fold}")
     from training.config import config_from_data
@@ -69,6 +74,52 @@ def _fold_config(config: TrainConfig, architecture: str, fold: int) -> TrainConf
 
 def _key(sample: Sample) -> str:
     return f"{sample.image_id}|{sample.path}"
+
+
+def _finished(fold_config: TrainConfig) -> bool:
+    """Whether the fold's run is finished with this very config (else it is an error)."""
+    path = fold_config.output / "run.json"
+    if not path.exists():
+        return False
+    recorded = json.loads(path.read_text(encoding="utf-8"))["config"]
+    if recorded != fold_config.model_dump(mode="json"):
+        raise ValueError(
+            f"{fold_config.output}: finished with another config than this cv asks for; "
+            "remove it or run cv without --resume in a new output folder"
+        )
+    return True
+
+
+def train_folds(
+    config: TrainConfig,
+    *,
+    architectures: Sequence[str] = (),
+    folds: Sequence[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> dict[tuple[str, int], TrainConfig]:
+    """Train the given folds (default: all) of every architecture; returns every fold's config.
+
+    With ``resume`` a fold whose run finished with the same config is kept, and an
+    interrupted one continues from its ``last.pt``. Folds can be trained by separate
+    processes side by side (``breast-train cv --fold K``) and collected afterwards.
+    """
+    tell = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    archs = list(architectures) or [config.model.architecture]
+    count = config.data.folds
+    config.output.mkdir(parents=True, exist_ok=True)
+    fold_configs = {(a, k): _fold_config(config, a, k) for a in archs for k in range(count)}
+    wanted = set(range(count)) if folds is None else set(folds)
+    for (arch, k), fold_config in fold_configs.items():
+        if k not in wanted:
+            continue
+        if resume and _finished(fold_config):
+            tell(f"{arch} fold {k}: finished earlier, kept")
+            continue
+        tell(f"{arch} fold {k + 1}/{count}: training")
+        train(fold_config, resume=resume, progress=progress)
+    return fold_configs
 
 
 def run_cv(
@@ -85,18 +136,13 @@ def run_cv(
     archs = list(architectures) or [config.model.architecture]
     folds = config.data.folds
     folder = config.output
-    folder.mkdir(parents=True, exist_ok=True)
-    fold_configs = {(a, k): _fold_config(config, a, k) for a in archs for k in range(folds)}
-    for (arch, k), fold_config in fold_configs.items():
-        done = (fold_config.output / "run.json").exists()
-        if done and resume:
-            tell(f"{arch} fold {k}: finished earlier, kept")
-            continue
-        tell(f"{arch} fold {k + 1}/{folds}: training")
-        train(fold_config, resume=resume, progress=progress)
+    fold_configs = train_folds(
+        config, architectures=archs, resume=resume, progress=progress, say=tell
+    )
 
     # the out-of-fold images: every sample outside the test part, in a fixed order
     parts = {k: make_parts(fold_configs[(archs[0], k)].data, config.seed) for k in range(folds)}
+    # (each fold config carries the shared data.split_seed, so every fold sees one split)
     samples: list[Sample] = []
     fold_of: dict[str, int] = {}
     for k in range(folds):

@@ -11,7 +11,8 @@ sensitivity and specificity with Wilson 95 % intervals at each of the card's
 operating points. Per image also: each member's AUC on the same images (with
 its CI), the members' disagreement (the node's uncertainty output: the weighted
 standard deviation of their malignancy probabilities) on cancers and on the
-other images, the confusion matrix, the expected calibration error and, where
+other images, and on the images the default operating point gets wrong and
+right, the confusion matrix, the expected calibration error and, where
 lesion masks exist, the Grad-CAM localisation per lesion type with Wilson
 intervals (:mod:`training.localisation` says the criterion of each type).
 
@@ -277,6 +278,8 @@ def evaluate_samples(
             "auc_ci95": [low, high],
         }
     spread = np.array([p.uncertainty for p in predictions])
+    called = scores >= card.operating_point().threshold
+    wrong = called != labels
     targets = np.array([label_index(s.label, card.labels) for s in samples])
     predicted = np.array([int(np.argmax(p.probabilities)) for p in predictions])
     localisation = _localisation(samples, predictions)
@@ -297,6 +300,9 @@ def evaluate_samples(
             "what": "weighted standard deviation of the members' malignancy probabilities",
             "cancer": _distribution(spread[labels]),
             "other": _distribution(spread[~labels]),
+            "wrong": _distribution(spread[wrong]),
+            "right": _distribution(spread[~wrong]),
+            "called_at": card.operating_point().name,
         },
         "labels": list(card.labels),
         "confusion_matrix": confusion_matrix(targets, predicted, len(card.labels)).tolist(),
@@ -383,7 +389,7 @@ def _card_values(report: dict[str, Any]) -> dict[str, float]:
     values["ece_image"] = report["ece"]
     for name, member in report["members"].items():
         values[f"auc_image_member_{name}"] = member["auc"]
-    for group in ("cancer", "other"):
+    for group in ("cancer", "other", "wrong", "right"):
         spread = report["disagreement"][group]
         if spread.get("n"):
             values[f"disagreement_{group}_median"] = spread["p50"]
@@ -439,12 +445,18 @@ def summary(report: dict[str, Any]) -> str:
             f"member {name} (w={member['weight']:.3f}): image AUC {member['auc']:.4f} "
             f"{_interval(member['auc_ci95'])}"
         )
-    for group in ("cancer", "other"):
-        d = report["disagreement"][group]
+    spread = report["disagreement"]
+    for group, what in (
+        ("cancer", "cancer images"),
+        ("other", "other images"),
+        ("wrong", f"images the default operating point ({spread['called_at']}) gets wrong"),
+        ("right", "images it gets right"),
+    ):
+        d = spread[group]
         if d.get("n"):
             lines.append(
-                f"disagreement on {group} images (n={d['n']}): median {d['p50']:.4f}, "
-                f"p10-p90 {d['p10']:.4f}-{d['p90']:.4f}, max {d['max']:.4f}"
+                f"disagreement on {what} (n={d['n']}): mean {d['mean']:.4f}, median "
+                f"{d['p50']:.4f}, p10-p90 {d['p10']:.4f}-{d['p90']:.4f}, max {d['max']:.4f}"
             )
     lines.append(f"ECE (image) {report['ece']:.4f}")
     for kind, cam in report["cam_by_type"].items():

@@ -189,8 +189,14 @@ def _images(
     samples: Sequence[Sample], spec: InputSpec, labels: Sequence[str], progress: bool
 ) -> tuple[torch.Tensor, npt.NDArray[np.int64]]:
     with tempfile.TemporaryDirectory(prefix="export-cache-") as tmp:
+        # float32, as the node computes them: calibration sees exactly the served input
         entries = cache_images(
-            samples, spec.preprocess_options(), labels, Path(tmp), progress=progress
+            samples,
+            spec.preprocess_options(),
+            labels,
+            Path(tmp),
+            dtype="float32",
+            progress=progress,
         )
         images = torch.from_numpy(np.stack([load_cached(e.image) for e in entries]))[:, None]
     return images, np.array([e.target for e in entries], dtype=np.int64)

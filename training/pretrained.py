@@ -18,7 +18,6 @@ Every other tensor must be in the file with the model's shape, or
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from node.models.folder import sha256_file
 
 __all__ = ["PretrainedLoad", "load_pretrained", "read_state_dict"]
 
@@ -46,14 +47,6 @@ class PretrainedLoad:
     """Stem weights adapted to the model's input channels."""
     reset: tuple[str, ...]
     """Model tensors left at their random start (a classifier of another size)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -153,7 +146,7 @@ def load_pretrained(model: nn.Module, path: Path) -> PretrainedLoad:
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()}, strict=not reset)
     return PretrainedLoad(
         file=str(path),
-        sha256=_sha256(path),
+        sha256=sha256_file(path),
         loaded=len(state),
         adapted=tuple(adapted),
         reset=tuple(reset),

@@ -110,8 +110,10 @@ def make_parts(data: DataConfig, seed: int) -> Parts:
 
     Raises :class:`PatientOverlapError` for a shared patient with
     ``patient_overlap: error``, :class:`ValueError` for a dataset without the
-    official split asked for.
+    official split asked for. ``seed`` is the run's; ``data.split_seed`` replaces it.
     """
+    if data.split_seed is not None:
+        seed = data.split_seed
     samples = read_samples(data.kind, data.root, data.limit)
     if data.val_root is not None:
         val = read_samples(data.kind, data.val_root, data.limit)

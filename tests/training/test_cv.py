@@ -55,10 +55,13 @@ def test_cv_trains_one_member_per_fold_and_calibrates_out_of_fold(
     assert len(rows) == 20 and len({r["image_id"] for r in rows}) == 20
     folds = {r["patient_id"]: r["fold"] for r in rows}
     for fold in ("0", "1"):
-        trained_on = json.loads(
+        run = json.loads(
             (tmp_path / "cv" / f"breast_cnn_small-fold{fold}" / "run.json").read_text()
-        )["data"]
-        assert trained_on["val_images"] == sum(r["fold"] == fold for r in rows)
+        )
+        assert run["data"]["val_images"] == sum(r["fold"] == fold for r in rows)
+        # each fold its own seed (initialisation, augmentation), all on one split
+        assert run["config"]["seed"] == config.seed + int(fold)
+        assert run["config"]["data"]["split_seed"] == config.seed
     assert len(folds) == 5 and set(folds.values()) == {"0", "1"}
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text(encoding="utf-8"))
     assert summary["images"] == 20 and len(summary["oof_auc_image_ci95"]) == 2
@@ -74,6 +77,12 @@ def test_cv_trains_one_member_per_fold_and_calibrates_out_of_fold(
         "breast_cnn_small-fold1",
     }
 
-    # --resume keeps finished folds
+    # --resume keeps finished folds; --fold K trains (or keeps) that fold only
     assert main([*args, "--resume", "--tta", "none"]) == 0
     assert "finished earlier, kept" in capsys.readouterr().err
+    assert main(["cv", "--config", str(path), "--fold", "1", "--resume", "--quiet"]) == 0
+    assert capsys.readouterr().err.count("kept") == 1
+    # a finished fold of another config is not silently mixed in
+    other = ["cv", "--config", str(path), "--fold", "0", "--resume", "--set", "optim.lr=0.1"]
+    assert main(other) == 1
+    assert "finished with another config" in capsys.readouterr().err
