@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import product
 from typing import Literal
 
@@ -13,7 +14,14 @@ from scipy.optimize import minimize, minimize_scalar
 from node.inference.ensemble import calibrated_probabilities
 from training.metrics import roc_auc, stats_at_threshold, threshold_for_sensitivity
 
-__all__ = ["fit_temperature", "fit_weights", "negative_log_likelihood", "operating_points"]
+__all__ = [
+    "WeightChoice",
+    "choose_weights",
+    "fit_temperature",
+    "fit_weights",
+    "negative_log_likelihood",
+    "operating_points",
+]
 
 FloatArray = npt.NDArray[np.float64]
 _EPS = 1e-12
@@ -121,3 +129,81 @@ def operating_points(
             }
         )
     return points
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """Member (or group) weights and how they were chosen (written to the card)."""
+
+    weights: FloatArray
+    description: str
+
+
+def _per_sample_nll(probabilities: FloatArray, targets: npt.NDArray[np.int64]) -> FloatArray:
+    picked = probabilities[np.arange(targets.size), targets]
+    out: FloatArray = -np.log(np.clip(picked, _EPS, 1.0))
+    return out
+
+
+def choose_weights(
+    member_probabilities: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    malignant_index: int,
+    method: Literal["nll", "auc", "equal", "auto"],
+    groups: Sequence[str],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> WeightChoice:
+    """Weights by ``method``; ``auto`` keeps NLL-fitted weights only when they tell the
+    members apart.
+
+    ``auto``: the patients (``groups``) are split at random into two halves; weights
+    fitted on one half are scored on the other (cross-fitting, so the comparison is
+    not flattered by fitting), per image, as the NLL difference to equal weights. If
+    the 95 % bootstrap interval (patients resampled) of the mean difference lies
+    below zero, the weights fitted on all images are used; otherwise equal weights.
+    """
+    probs = np.asarray(member_probabilities, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.int64)
+    members = probs.shape[0]
+    n = f"{t.size} images of {len(set(groups))} patients"
+    if members == 1:
+        return WeightChoice(
+            np.ones(1),
+            "one architecture: its members (folds or runs) cannot be told apart by their "
+            "architecture and weigh the same",
+        )
+    if method != "auto":
+        weights = fit_weights(probs, t, malignant_index, method)
+        return WeightChoice(weights, f"{method} weights fitted on {n}")
+    keys = np.asarray(groups)
+    patients = np.array(sorted(set(groups)))
+    rng = np.random.default_rng(seed)
+    half = set(rng.permutation(patients)[: patients.size // 2].tolist())
+    in_a = np.array([k in half for k in keys])
+    equal = np.full(members, 1.0 / members)
+    difference = np.zeros(t.size)
+    for fit_on, score_on in ((in_a, ~in_a), (~in_a, in_a)):
+        if not score_on.any() or not fit_on.any():
+            continue
+        w = fit_weights(probs[:, fit_on], t[fit_on], malignant_index, "nll")
+        part = probs[:, score_on]
+        difference[score_on] = _per_sample_nll(
+            np.tensordot(w, part, axes=1), t[score_on]
+        ) - _per_sample_nll(np.tensordot(equal, part, axes=1), t[score_on])
+    members_of = [np.flatnonzero(keys == p) for p in patients]
+    means = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(members_of), len(members_of))
+        means.append(float(difference[np.concatenate([members_of[i] for i in picked])].mean()))
+    low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+    mean = float(difference.mean())
+    summary = (
+        f"cross-fitted NLL of fitted minus equal weights {mean:+.4f} [{low:+.4f}, {high:+.4f}] "
+        f"on {n}"
+    )
+    if high < 0:
+        weights = fit_weights(probs, t, malignant_index, "nll")
+        return WeightChoice(weights, f"nll weights: they beat equal weights ({summary})")
+    return WeightChoice(equal, f"equal weights: fitted weights do not beat them ({summary})")

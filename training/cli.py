@@ -7,16 +7,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from node import __version__
-
-if TYPE_CHECKING:
-    from node.models.card import ModelCard
+from node.errors import ModelError
 
 __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def _error(exc: Exception) -> int:
+    """Print ``error: <reason>`` on stderr; the exit status of a failed command."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
 
 
 def _mix(text: str) -> tuple[float, float, float]:
@@ -45,8 +49,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         )
         images = write_studies(args.out, args.studies, args.seed, options)
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     counts = {
         label: sum(1 for i in images if i.label == label)
         for label in ("malignant", "benign", "normal")
@@ -134,8 +137,7 @@ def _cmd_synth_sheet(args: argparse.Namespace) -> int:
     try:
         path = make_contact_sheet(args.data, args.out, args.studies)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
     return 0
 
@@ -160,30 +162,33 @@ def _add_synth_sheet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
     from training.config import ConfigError, load_config
     from training.train import train
 
     try:
         config = load_config(args.config, args.set)
+        if args.dry_run:
+            from training.plan import dry_run, plan_lines
+
+            plan = dry_run(config)
+            print(json.dumps(plan, indent=2) if args.json else "\n".join(plan_lines(plan)))
+            return 0
         result = train(config, resume=args.resume, progress=not args.quiet)
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (ConfigError, ModelError, ValueError, OSError) as exc:
+        return _error(exc)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports
     print(
         f"trained {config.model.architecture} for {result.epochs_run} epochs; best validation "
-        f"AUC {result.best_auc:.4f} at epoch {result.best_epoch}; run folder {result.output}"
+        f"AUC {result.best_auc:.4f} at epoch {result.best_epoch}; run folder {result.output} "
+        "(metrics.csv, training.png, best.pt, run.json)"
     )
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "train",
-        help="train one model from a YAML config (torchrun for several GPUs)",
-        description="Train one model from a YAML config; see training/configs/demo.yaml.",
-    )
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, metavar="YAML", help="config file")
     parser.add_argument(
         "--set",
@@ -192,67 +197,97 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="KEY=VALUE",
         help="override a config key, e.g. model.architecture=lcnet_050 (repeatable)",
     )
+
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train one model from a YAML config (torchrun for several GPUs)",
+        description="Train one model from a YAML config; see training/configs/.",
+    )
+    _config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the data, split it, build the model and run one step; train nothing",
+    )
+    parser.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
     parser.set_defaults(func=_cmd_train)
 
 
-def _members(card: ModelCard) -> str:
-    """``a (arch, w=0.33, T=0.97), ...``: each member of an exported card, one line."""
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from training.config import ConfigError, load_config
+    from training.plan import fill_cache
+
+    try:
+        folder = fill_cache(load_config(args.config, args.set), progress=not args.quiet)
+    except (ConfigError, ValueError, OSError) as exc:
+        return _error(exc)
+    print(f"preprocessed the training and validation images into {folder}")
+    return 0
+
+
+def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "cache",
+        help="preprocess a config's training and validation images once",
+        description=(
+            "Fill data.cache_dir before runs that share it start side by side (ensemble "
+            "members, folds, torchrun processes)."
+        ),
+    )
+    _config_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_cmd_cache)
+
+
+def _export_options(args: argparse.Namespace, runs: tuple[Path, ...]) -> Any:
+    from training.export import ExportOptions
+
+    return ExportOptions(
+        runs=runs,
+        val_data=getattr(args, "val_data", None),
+        split=getattr(args, "split", "all"),
+        dataset=getattr(args, "dataset", "auto"),
+        out=args.out,
+        name=args.name,
+        version=args.version,
+        card_fields=args.card,
+        tta=args.tta,
+        weights=args.weights,
+        half=args.half,
+        progress=True,
+    )
+
+
+def _members_line(card: Any) -> str:
     return ", ".join(
-        f"{m.name} ({m.architecture}, w={m.weight:.2f}, T={m.temperature:.2f})"
+        f"{m.name} ({m.architecture}, w={m.weight:.3f}, T={m.temperature:.2f})"
         for m in card.ensemble.members
     )
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from node.errors import ModelError
-    from training.export import ExportOptions, export_model
+    from training.export import export_model
 
     try:
-        card = export_model(
-            ExportOptions(
-                runs=tuple(args.run),
-                val_data=args.val_data,
-                dataset=args.dataset,
-                out=args.out,
-                name=args.name,
-                version=args.version,
-                card_fields=args.card,
-                tta=args.tta,
-                weights=args.weights,
-                half=args.half,
-                progress=True,
-            )
-        )
+        card = export_model(_export_options(args, tuple(args.run)), say=_say)
     except (ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}: {_members(card)}")
+        return _error(exc)
+    print(f"wrote {args.out}: {_members_line(card)}")
+    print(f"weights: {card.ensemble.weighting}")
     return 0
 
 
-def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "export",
-        help="calibrate trained runs on validation data and write a node model folder",
-        description=(
-            "Fit each run's temperature and the ensemble weights on validation data, choose "
-            "thresholds for 90 %% and 95 %% sensitivity, and write models/<name>/."
-        ),
-    )
-    parser.add_argument(
-        "--run",
-        type=Path,
-        action="append",
-        required=True,
-        metavar="DIR",
-        help="a training run folder (repeatable: one ensemble member each)",
-    )
-    parser.add_argument("--val-data", type=Path, required=True, metavar="DIR")
-    parser.add_argument("--dataset", default="auto", help="dataset kind of --val-data")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="model folder")
-    parser.add_argument("--name", required=True, help="model name in the card")
+def _model_folder_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--out", type=Path, required=required, metavar="DIR", help="model folder")
+    parser.add_argument("--name", required=required, help="model name in the card")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument(
         "--card",
@@ -264,16 +299,46 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     parser.add_argument("--tta", choices=("none", "flip", "multi"), default="flip")
     parser.add_argument(
         "--weights",
-        choices=("nll", "auc", "equal"),
+        choices=("nll", "auc", "equal", "auto"),
         default="nll",
-        help="how ensemble weights are fitted on validation",
+        help="ensemble weights on validation (auto: fitted only if they beat equal weights)",
     )
     parser.add_argument("--half", action="store_true", help="store weights as float16")
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="calibrate trained runs on validation data and write a node model folder",
+        description=(
+            "Fit each run's temperature and the ensemble weights on validation data, choose "
+            "thresholds for 90 %% and 95 %% sensitivity, and write models/<name>/. Without "
+            "--val-data the runs' own validation images are used."
+        ),
+    )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="a training run folder (repeatable: one ensemble member each)",
+    )
+    parser.add_argument(
+        "--val-data", type=Path, default=None, metavar="DIR", help="a folder to calibrate on"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "train", "test"),
+        default="all",
+        help="with --val-data: all of it, or its official train or test images",
+    )
+    parser.add_argument("--dataset", default="auto", help="dataset kind of --val-data")
+    _model_folder_arguments(parser)
     parser.set_defaults(func=_cmd_export)
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from node.errors import ModelError
     from training.config import ConfigError
     from training.ensemble import load_recipe, run_recipe
 
@@ -281,9 +346,9 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.config, args.set)
         result = run_recipe(recipe, progress=not args.quiet)
     except (ConfigError, ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {recipe.export.out}: {_members(result.card)}")
+        return _error(exc)
+    print(f"wrote {recipe.export.out}: {_members_line(result.card)}")
+    print(f"weights: {result.card.ensemble.weighting}")
     return 0
 
 
@@ -309,6 +374,76 @@ def _add_ensemble(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(func=_cmd_ensemble)
 
 
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from training.config import ConfigError, load_config
+    from training.cv import run_cv, train_folds
+
+    try:
+        config = load_config(args.config, args.set)
+        archs = [a for a in (args.architectures or "").split(",") if a]
+        if args.fold is not None:
+            if not 0 <= args.fold < config.data.folds:
+                raise ValueError(f"--fold {args.fold} is not below data.folds")
+            train_folds(
+                config,
+                architectures=archs,
+                folds=[args.fold],
+                resume=args.resume,
+                progress=not args.quiet,
+                say=_say,
+            )
+            print(f"trained fold {args.fold}; collect the folds with cv --resume")
+            return 0
+        if args.out is None or args.name is None:
+            raise ValueError("cv needs --out and --name (unless --fold trains one fold)")
+        result = run_cv(
+            config,
+            _export_options(args, ()),
+            architectures=archs,
+            resume=args.resume,
+            progress=not args.quiet,
+            say=_say,
+        )
+    except (ConfigError, ModelError, ValueError, OSError) as exc:
+        return _error(exc)
+    print(
+        f"cross-validated {len(result.fold_aucs)} members; out-of-fold image AUC "
+        f"{result.oof_auc:.4f}; cv folder {result.folder} (oof.csv, cv.json, oof-roc.png); "
+        f"wrote {args.out}: {_members_line(result.card)}"
+    )
+    print(f"weights: {result.card.ensemble.weighting}")
+    return 0
+
+
+def _add_cv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "cv",
+        help="k patient-grouped folds: train k members, calibrate out of fold, export",
+        description=(
+            "Train one member per fold (data.folds) and architecture, fit temperatures, "
+            "weights and thresholds on the out-of-fold predictions, write the ensemble."
+        ),
+    )
+    _config_arguments(parser)
+    parser.add_argument(
+        "--architectures",
+        default="",
+        metavar="A,B",
+        help="architectures to cross-validate (default: the config's)",
+    )
+    parser.add_argument("--resume", action="store_true", help="keep finished folds")
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train fold K only (folds side by side; then cv --resume collects them)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _model_folder_arguments(parser, required=False)
+    parser.set_defaults(func=_cmd_cv)
+
+
 def _quiet_node_logs() -> None:
     """The node's structured logs to stderr, warnings only: stdout carries the results."""
     from node.config import LoggingSettings
@@ -317,48 +452,85 @@ def _quiet_node_logs() -> None:
     configure_logging(LoggingSettings(level="WARNING", format="console"), stream=sys.stderr)
 
 
+def _evaluation_samples(args: argparse.Namespace) -> tuple[list[Any], str]:
+    from training.export import load_run, official_part, run_part
+
+    if args.run is not None:
+        if args.split not in ("val", "test"):
+            raise ValueError("with --run, --split is val or test")
+        run = load_run(args.run)
+        root = run.data_config().root
+        return run_part(run, args.split), f"the {args.split} part of {root} ({run.name}'s split)"
+    if args.data is None:
+        raise ValueError("give --data DIR or --run RUN")
+    if args.split == "val":
+        raise ValueError("--split val needs --run (the validation part is the run's)")
+    samples = official_part(args.data, args.dataset, args.split)
+    where = f"{args.data}" + (f" ({args.split} part)" if args.split != "all" else "")
+    return samples, where
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from node.errors import ModelError
     from training.evaluate import evaluate_model
 
     _quiet_node_logs()
 
     try:
+        samples, where = _evaluation_samples(args)
         report = evaluate_model(
             args.model,
-            args.data,
-            dataset=args.dataset,
+            samples,
+            data=where,
             plots=args.plots,
+            out=args.out,
             record=args.record,
             resamples=args.bootstrap,
             seed=args.seed,
             progress=not args.json,
         )
     except (ModelError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         from training.evaluate import summary
 
         print(summary(report))
+        if args.out is not None:
+            print(f"report.json, summary.txt and plots in {args.out}")
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "evaluate",
-        help="evaluate a model folder on a labelled dataset, as the node would run it",
+        help="evaluate a model folder on labelled images, as the node would run it",
         description=(
-            "AUC with bootstrap CI, sensitivity/specificity, calibration, CAM localisation."
+            "AUC with bootstrap CI, sensitivity/specificity with Wilson intervals, members, "
+            "disagreement, calibration, Grad-CAM localisation per lesion type."
         ),
     )
     parser.add_argument("--model", type=Path, required=True, metavar="DIR", help="model folder")
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder")
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR", help="dataset folder")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="a training run: evaluate on its own val or test part (--split)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("all", "train", "val", "test"),
+        default="all",
+        help="all of --data or its official train/test part; with --run: val or test",
+    )
     parser.add_argument("--dataset", default="auto", help="dataset kind (default: detect)")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="write report.json, summary, plots"
+    )
     parser.add_argument("--plots", type=Path, default=None, metavar="DIR", help="write PNG plots")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument(
@@ -380,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_synth_sheet(sub)
     _add_train(sub)
+    _add_cache(sub)
+    _add_cv(sub)
     _add_export(sub)
     _add_ensemble(sub)
     _add_evaluate(sub)

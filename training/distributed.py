@@ -4,7 +4,8 @@
 processes with ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set; each trains on
 its share of every epoch (a ``DistributedSampler``) and gradients are averaged.
 NCCL is used on CUDA, gloo on CPU. Only rank 0 validates, logs and writes
-checkpoints; its decisions (early stop) are broadcast to the others.
+checkpoints; its decisions (early stop, the learning-rate schedule's state)
+are broadcast to the others.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "barrier", "broadcast", "init_distributed", "mean_over_ranks", "shutdown"]
+__all__ = [
+    "DistInfo",
+    "barrier",
+    "broadcast",
+    "init_distributed",
+    "mean_over_ranks",
+    "shutdown",
+    "sum_over_ranks",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,15 @@ def mean_over_ranks(info: DistInfo, value: float) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return float(tensor.item()) / info.world_size
+
+
+def sum_over_ranks(info: DistInfo, values: tuple[int, ...]) -> tuple[int, ...]:
+    """Element-wise sums of integer ``values`` over all processes."""
+    if not info.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(tensor)
+    return tuple(int(v) for v in tensor.tolist())
 
 
 def shutdown(info: DistInfo) -> None:

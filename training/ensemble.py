@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from node.models.card import ModelCard
 from training.config import ConfigError, TrainConfig, read_sections
 from training.export import ExportOptions, export_model
-from training.train import load_samples, train
+from training.train import train
 
 __all__ = ["EnsembleRecipe", "MemberRecipe", "RecipeExport", "load_recipe", "run_recipe"]
 
@@ -136,7 +136,6 @@ def run_recipe(recipe: EnsembleRecipe, *, progress: bool = True) -> RecipeResult
         if progress:
             print(f"training member {member.run_name} ({member.architecture})", file=sys.stderr)
         runs.append(train(config, progress=progress).output)
-    _, validation = load_samples(configs[0])
     export = recipe.export
     with tempfile.TemporaryDirectory(prefix="ensemble-card-") as tmp:
         card_fields = Path(tmp) / "card.yaml"
@@ -144,7 +143,7 @@ def run_recipe(recipe: EnsembleRecipe, *, progress: bool = True) -> RecipeResult
         card = export_model(
             ExportOptions(
                 runs=tuple(runs),
-                val_data=configs[0].data.val_root or configs[0].data.root,
+                val_data=configs[0].data.val_root,  # None: the runs' own validation part
                 dataset=configs[0].data.kind,
                 out=export.out,
                 name=export.name,
@@ -155,6 +154,5 @@ def run_recipe(recipe: EnsembleRecipe, *, progress: bool = True) -> RecipeResult
                 half=export.half,
                 progress=progress,
             ),
-            samples=validation,
         )
     return RecipeResult(tuple(runs), card)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
 
+from training.ema import WeightAverage
 from training.progress import progress_bar
+from training.schedule import LRSchedule
 
-__all__ = ["Normaliser", "Precision", "collapse_warning", "predict", "train_epoch"]
+__all__ = [
+    "EpochResult",
+    "Normaliser",
+    "Precision",
+    "Stepper",
+    "collapse_warning",
+    "predict",
+    "train_epoch",
+]
 
 
 class Normaliser:
@@ -58,38 +69,79 @@ def _batches(
     yield from progress_bar(loader, label, enabled=progress)
 
 
+@dataclass
+class Stepper:
+    """What one optimiser step needs: the optimiser and its scaler, the learning-rate
+    schedule, the weight average, clipping, and gradient accumulation."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule | None = None
+    ema: WeightAverage | None = None
+    grad_clip: float = 0.0
+    accumulate: int = 1
+
+    def step(self, model: nn.Module, core: nn.Module) -> None:
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.schedule is not None:
+            self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(core)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Mean training loss per image and the images seen per class."""
+
+    loss: float
+    class_counts: tuple[int, ...]
+
+
 def train_epoch(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    stepper: Stepper,
     normalise: Normaliser,
     precision: Precision,
-    scaler: torch.amp.GradScaler,
     *,
-    grad_clip: float = 0.0,
+    classes: int,
+    core: nn.Module | None = None,
     progress: bool = False,
     label: str = "train",
-) -> float:
-    """Train for one pass over ``loader``; returns the mean loss per image."""
+) -> EpochResult:
+    """Train for one pass over ``loader``, one optimiser step per ``stepper.accumulate``
+    batches (the last group may be shorter). Under DDP (``model`` wrapped, ``core`` the
+    bare model) gradients are only synchronised on the batch that steps."""
     model.train()
+    core = core if core is not None else model
     total, count = 0.0, 0
-    for images, targets in _batches(loader, label, progress):
-        images = normalise(images.to(precision.device, non_blocking=True))
+    counts = torch.zeros(classes, dtype=torch.long)
+    batches = len(loader) if isinstance(loader, Sized) else None
+    stepper.optimizer.zero_grad(set_to_none=True)
+    for i, (images, targets) in enumerate(_batches(loader, label, progress)):
+        steps_now = (i + 1) % stepper.accumulate == 0 or (batches is not None and i + 1 == batches)
+        inputs = normalise(images.to(precision.device, non_blocking=True))
         targets = targets.to(precision.device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with precision.autocast():
-            logits = model(images)
-        loss = loss_fn(logits.float(), targets)
-        scaler.scale(loss).backward()
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if not steps_now and isinstance(model, nn.parallel.DistributedDataParallel):
+            sync = model.no_sync()
+        with sync:
+            with precision.autocast():
+                logits = model(inputs)
+            loss = loss_fn(logits.float(), targets)
+            stepper.scaler.scale(loss / stepper.accumulate).backward()
+        if steps_now:
+            stepper.step(model, core)
         total += float(loss.detach()) * len(targets)
         count += len(targets)
-    return total / max(count, 1)
+        counts += torch.bincount(targets.cpu(), minlength=classes)[:classes]
+    return EpochResult(total / max(count, 1), tuple(int(c) for c in counts))
 
 
 @torch.no_grad()

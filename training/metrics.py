@@ -19,6 +19,7 @@ __all__ = [
     "bootstrap_auc",
     "confusion_matrix",
     "expected_calibration_error",
+    "probabilistic_f1",
     "roc_auc",
     "roc_curve",
     "stats_at_threshold",
@@ -218,3 +219,18 @@ def wilson_interval(successes: int, trials: int, level: float = 0.95) -> tuple[f
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == trials else min(1.0, centre + half)
     return low, high
+
+
+def probabilistic_f1(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
+    """Probabilistic F1 (the RSNA 2023 metric): F1 with the scores as soft predictions.
+
+    ``pP = sum(p * y) / sum(p)``, ``pR = sum(p * y) / sum(y)``, ``pF1 = 2 pP pR /
+    (pP + pR)``; ``nan`` without positives.
+    """
+    y, p = _binary(labels, scores)
+    if y.sum() == 0:
+        return float("nan")
+    true = float((p * y).sum())
+    precision = true / max(float(p.sum()), 1e-12)
+    recall = true / float(y.sum())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)

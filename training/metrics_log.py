@@ -12,13 +12,16 @@ METRICS_FILE = "metrics.csv"
 
 
 class MetricsLog:
-    """Appends one row per epoch to ``folder/metrics.csv`` (columns fixed by the first row).
+    """Appends one row per epoch to ``folder/metrics.csv`` (or ``name``; columns fixed by
+    the first row).
 
     Resuming keeps the rows of finished epochs and drops any later ones.
     """
 
-    def __init__(self, folder: Path, *, resume_after: int | None = None) -> None:
-        self.path = folder / METRICS_FILE
+    def __init__(
+        self, folder: Path, *, name: str = METRICS_FILE, resume_after: int | None = None
+    ) -> None:
+        self.path = folder / name
         folder.mkdir(parents=True, exist_ok=True)
         self._columns: list[str] | None = None
         if resume_after is not None and self.path.exists():
@@ -30,7 +33,8 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(folder / "tensorboard"))
+            board = "tensorboard" if name == METRICS_FILE else f"tensorboard-{Path(name).stem}"
+            self._writer = SummaryWriter(str(folder / board))
         except ImportError:
             self._writer = None
 

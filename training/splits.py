@@ -77,20 +77,50 @@ def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0) -> list[
     return splits
 
 
+def _quotas(sizes: Sequence[int], fraction: float, total: int) -> list[int]:
+    """``total`` spread over strata of ``sizes`` in proportion (largest remainders first)."""
+    exact = [fraction * size for size in sizes]
+    quotas = [int(np.floor(e)) for e in exact]
+    order = sorted(range(len(sizes)), key=lambda i: (quotas[i] - exact[i], i))
+    for i in order:
+        if sum(quotas) >= total:
+            break
+        if quotas[i] < sizes[i]:
+            quotas[i] += 1
+    return quotas
+
+
 def grouped_split(
     samples: Sequence[Sample], val_fraction: float, test_fraction: float = 0.0, seed: int = 0
 ) -> Split:
-    """A stratified hold-out split by patient with about the given fractions of patients."""
+    """A stratified hold-out split by patient with the given fractions of patients.
+
+    ``round(fraction * patients)`` patients go to validation (at least one, and at
+    least one patient is left for training), shared out over the label strata in
+    proportion; then the test part likewise; the rest train.
+    """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError("fractions must lie in (0, 1) and sum to less than 1")
-    # 20 groups give 5 % steps, enough for hold-out fractions
-    parts = 20
-    groups = _stratified_patient_folds(samples, parts, seed)
-    n_val = max(1, round(val_fraction * parts))
-    n_test = round(test_fraction * parts)
-    val = {p for g in groups[:n_val] for p in g}
-    test = {p for g in groups[n_val : n_val + n_test] for p in g}
-    train = {p for g in groups[n_val + n_test :] for p in g}
+    rng = np.random.default_rng(seed)
+    labels = patient_labels(samples)
+    strata = []
+    for rank in range(len(LABELS)):
+        patients = sorted(p for p, r in labels.items() if r == rank)
+        rng.shuffle(patients)
+        strata.append(patients)
+    count = len(labels)
+    n_val = min(max(1, round(val_fraction * count)), max(count - 1, 0))
+    n_test = min(round(test_fraction * count), max(count - 1 - n_val, 0))
+    sizes = [len(p) for p in strata]
+    val_quota = _quotas(sizes, val_fraction, n_val)
+    left = [size - q for size, q in zip(sizes, val_quota, strict=True)]
+    test_quota = _quotas(left, test_fraction / max(1 - val_fraction, 1e-9), n_test)
+    val: set[str] = set()
+    test: set[str] = set()
+    for patients, v, t in zip(strata, val_quota, test_quota, strict=True):
+        val.update(patients[:v])
+        test.update(patients[v : v + t])
+    train = set(labels) - val - test
     return Split(_indices(samples, train), _indices(samples, val), _indices(samples, test))
 
 

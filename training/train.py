@@ -1,11 +1,16 @@
 """``train(config)``: one model trained from a config, with checkpoints, logs and resume.
 
-Writes into ``config.output``:
+Writes into ``config.output`` (the run folder):
 
 * ``last.pt``: full checkpoint after every epoch (resume from it with ``resume=True``);
-* ``best.pt``: the model state of the epoch with the best validation AUC;
-* ``metrics.csv``: one row per epoch (train loss, validation loss, AUC, accuracy, lr);
-* ``run.json``: the config, the input contract and the outcome (read by export).
+* ``best.pt``: the model state of the epoch with the best validation AUC (the
+  weight average's with ``optim.ema``);
+* ``metrics.csv``: one row per epoch (train loss, validation loss, AUC, accuracy,
+  learning rate, images seen per class);
+* ``patch.pt``, ``patch-metrics.csv``: the patch stage, when ``patch.epochs > 0``;
+* ``training.png``: the curves of ``metrics.csv``;
+* ``run.json``: the config, the settings it resolved to, the input contract, the
+  pretrained start, the data parts and the outcome (read by export).
 """
 
 from __future__ import annotations
@@ -22,16 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
 from node.inference.ensemble import calibrated_probabilities
 from node.models.card import InputSpec
 from node.models.registry import create_model
+from training.architectures import Resolved, resolve
 from training.augment import Augmenter
 from training.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from training.config import TrainConfig
 from training.data import CachedImage, ImageDataset, cache_images
-from training.datasets import Sample, detect_kind, load_dataset
+from training.datasets import Sample
 from training.distributed import (
     DistInfo,
     barrier,
@@ -39,14 +45,27 @@ from training.distributed import (
     init_distributed,
     mean_over_ranks,
     shutdown,
+    sum_over_ranks,
 )
-from training.loop import Normaliser, Precision, collapse_warning, predict, train_epoch
+from training.ema import WeightAverage
+from training.loop import Normaliser, Precision, Stepper, collapse_warning, predict, train_epoch
 from training.losses import build_loss, class_weights, sample_weights
 from training.metrics import roc_auc
 from training.metrics_log import MetricsLog
-from training.splits import Split, grouped_kfold, grouped_split, official_split
+from training.pretrained import PretrainedLoad, load_pretrained
+from training.sampling import EpochSampler
+from training.schedule import LRSchedule
+from training.selection import Parts, make_parts, parts_digest
 
-__all__ = ["RUN_FILE", "TrainResult", "input_spec", "load_samples", "seed_everything", "train"]
+__all__ = [
+    "RUN_FILE",
+    "TrainResult",
+    "build_model",
+    "input_spec",
+    "load_samples",
+    "seed_everything",
+    "train",
+]
 
 RUN_FILE = "run.json"
 
@@ -72,74 +91,51 @@ def seed_everything(seed: int) -> None:
 
 def input_spec(config: TrainConfig) -> InputSpec:
     """The card's input contract for this config (preprocessing options come from it)."""
-    channels = config.model.channels
+    resolved = resolve(config)
     return InputSpec(
         height=config.model.height,
         width=config.model.width,
-        channels=channels,
-        mean=(0.5,) * channels,
-        std=(0.5,) * channels,
+        channels=config.model.channels,
+        mean=resolved.mean,
+        std=resolved.std,
     )
-
-
-def _read(kind: str, root: Path, limit: int | None) -> list[Sample]:
-    samples = load_dataset(detect_kind(root) if kind == "auto" else kind, root)
-    return samples[:limit] if limit else samples
 
 
 def load_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     """Training and validation samples as the config's ``data`` section says."""
-    data = config.data
-    samples = _read(data.kind, data.root, data.limit)
-    if data.val_root is not None:
-        return samples, _read(data.kind, data.val_root, data.limit)
-    split: Split
-    if data.split == "official":
-        split = official_split(samples, data.val_fraction, seed=config.seed)
-    elif data.split == "kfold":
-        split = grouped_kfold(samples, data.folds, seed=config.seed)[data.fold]
-    else:
-        split = grouped_split(samples, data.val_fraction, seed=config.seed)
-    return [samples[i] for i in split.train], [samples[i] for i in split.val]
+    parts = make_parts(config.data, config.seed)
+    return parts.train, parts.val
 
 
-class _EpochSampler(Sampler[int]):
-    """Indices for one epoch, seeded by ``(seed, epoch)``: weighted draws or a permutation."""
-
-    def __init__(self, size: int, seed: int, weights: torch.Tensor | None) -> None:
-        self.size, self.seed, self.weights, self.epoch = size, seed, weights, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Any:
-        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        if self.weights is not None:
-            drawn = torch.multinomial(
-                self.weights, self.size, replacement=True, generator=generator
-            )
-        else:
-            drawn = torch.randperm(self.size, generator=generator)
-        return iter(drawn.tolist())
+def build_model(
+    config: TrainConfig, resolved: Resolved | None = None
+) -> tuple[nn.Module, PretrainedLoad | None]:
+    """The config's model, seeded, started from ``model.pretrained`` when it names a file."""
+    resolved = resolved or resolve(config)
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model.architecture,
+        num_classes=len(config.model.labels),
+        in_chans=config.model.channels,
+        global_pool=config.model.global_pool,
+        output_stride=config.model.output_stride,
+        drop_path_rate=resolved.drop_path_rate,
+    )
+    loaded = None
+    if config.model.pretrained is not None:
+        loaded = load_pretrained(model, config.model.pretrained)
+    scale = config.model.head_init_scale
+    if scale is not None:
+        head = model.get_classifier()  # type: ignore[operator]
+        with torch.no_grad():
+            for parameter in head.parameters():
+                parameter.mul_(scale)
+    return model, loaded
 
 
 def _device(config: TrainConfig, info: DistInfo) -> torch.device:
     use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     return torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
-
-
-def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
-    optim = config.optim
-    if optim.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs)
-    if optim.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience
-        )
-    return None
 
 
 def _say(info: DistInfo, text: str) -> None:
@@ -157,13 +153,14 @@ def _cached(
     options = input_spec(config).preprocess_options()
     cache = config.data.cache_dir or config.output / "cache"
     labels = config.model.labels
+    dtype = config.data.cache_dtype
     # rank 0 fills the cache; the others then find every entry there
     if info.is_main:
-        cache_images([*train, *val], options, labels, cache, progress=progress)
+        cache_images([*train, *val], options, labels, cache, dtype=dtype, progress=progress)
     barrier(info)
     return (
-        cache_images(train, options, labels, cache),
-        cache_images(val, options, labels, cache),
+        cache_images(train, options, labels, cache, dtype=dtype),
+        cache_images(val, options, labels, cache, dtype=dtype),
     )
 
 
@@ -180,49 +177,96 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         shutdown(info)
 
 
+def _describe(info: DistInfo, parts: Parts, labels: Sequence[str]) -> None:
+    def counts(samples: Sequence[Sample]) -> str:
+        found = [s.label for s in samples]
+        return ", ".join(f"{found.count(name)} {name}" for name in dict.fromkeys(found))
+
+    _say(info, f"training: {len(parts.train)} images ({counts(parts.train)})")
+    _say(info, f"validation: {len(parts.val)} images ({counts(parts.val)})")
+    if parts.test:
+        _say(info, f"test (not trained on): {len(parts.test)} images ({counts(parts.test)})")
+    if parts.dropped:
+        _say(info, f"left out of training: {len(parts.dropped)} patients also validated/tested")
+
+
+def _start_from_patches(
+    config: TrainConfig,
+    info: DistInfo,
+    core: nn.Module,
+    items: tuple[list[CachedImage], list[CachedImage]],
+    resolved: Resolved,
+    normalise: Normaliser,
+    precision: Precision,
+    progress: bool,
+) -> Path:
+    """Run the patch stage on rank 0 (unless ``patch.pt`` is there) and load its weights."""
+    from training.patches import PATCH_FILE, train_patch_stage
+
+    path = config.output / PATCH_FILE
+    if info.is_main and not path.exists():
+        _say(
+            info, f"patch stage: {config.patch.epochs} epochs on {config.patch.size}-pixel patches"
+        )
+        train_patch_stage(
+            config,
+            core,
+            *items,
+            lr=config.patch.lr or resolved.lr,
+            weight_decay=resolved.weight_decay,
+            normalise=normalise,
+            precision=precision,
+            say=lambda text: _say(info, text),
+            progress=progress,
+        )
+    barrier(info)
+    core.load_state_dict(torch.load(path, map_location=precision.device, weights_only=True))
+    return path
+
+
 def _train(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool) -> TrainResult:
     seed_everything(config.seed)
     device = _device(config, info)
     out = config.output
+    out.mkdir(parents=True, exist_ok=True)
     labels = config.model.labels
     malignant = labels.index("malignant")
-    train_samples, val_samples = load_samples(config)
-    train_items, val_items = _cached(config, info, train_samples, val_samples, progress)
-    _say(info, f"{len(train_items)} training and {len(val_items)} validation images")
+    resolved = resolve(config)
+    parts = make_parts(config.data, config.seed)
+    _describe(info, parts, labels)
+    train_items, val_items = _cached(config, info, parts.train, parts.val, progress)
 
     train_set = ImageDataset(train_items, Augmenter(config.augment), seed=config.seed)
     val_set = ImageDataset(val_items)
     targets = train_set.targets
-    sampler: _EpochSampler | DistributedSampler[int]
-    if info.enabled:
-        sampler = DistributedSampler(
-            train_set, num_replicas=info.world_size, rank=info.rank, seed=config.seed
-        )
-    else:
-        weights = sample_weights(targets, len(labels)) if config.loss.weighted_sampling else None
-        sampler = _EpochSampler(len(train_set), config.seed, weights)
+    weights = sample_weights(targets, len(labels)) if config.loss.weighted_sampling else None
+    sampler = EpochSampler(
+        len(train_set), config.seed, weights, rank=info.rank, world_size=info.world_size
+    )
     batch = config.optim.batch_size
     train_loader = DataLoader(
         train_set, batch_size=batch, sampler=sampler, num_workers=config.num_workers, drop_last=True
     )
     val_loader = DataLoader(val_set, batch_size=batch * 2, num_workers=config.num_workers)
 
-    torch.manual_seed(config.seed)
-    model: nn.Module = create_model(
-        config.model.architecture,
-        num_classes=len(labels),
-        in_chans=config.model.channels,
-        global_pool=config.model.global_pool,
-    ).to(device)
+    model, pretrained = build_model(config, resolved)
+    model = model.to(device)
     core = model
+    spec = input_spec(config)
+    normalise = Normaliser(spec.channels, spec.mean, spec.std)
+    precision = Precision(device, config.optim.amp)
+    last_path = out / "last.pt"
+    resuming = resume and last_path.exists()
+    patch_file = None
+    if config.patch.epochs > 0:
+        items = (train_items, val_items)
+        patch_file = _start_from_patches(
+            config, info, core, items, resolved, normalise, precision, progress
+        )
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if device.type == "cuda" else None
         )
-    spec = input_spec(config)
-    normalise = Normaliser(spec.channels, spec.mean, spec.std)
-    precision = Precision(device, config.optim.amp)
-    scaler = precision.scaler()
     weight = class_weights(targets, len(labels), config.loss.class_weights).to(device)
     loss_fn = build_loss(
         config.loss.kind,
@@ -231,18 +275,37 @@ def _train(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool)
         label_smoothing=config.loss.label_smoothing,
     ).to(device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        model.parameters(), lr=resolved.lr, weight_decay=resolved.weight_decay
     )
-    scheduler = _scheduler(config, optimizer)
+    optim = config.optim
+    steps_per_epoch = max(math.ceil(len(train_loader) / optim.accumulate), 1)
+    schedule = LRSchedule(
+        optimizer,
+        optim.schedule,
+        total_steps=steps_per_epoch * optim.epochs,
+        warmup_steps=math.ceil(optim.warmup_epochs * steps_per_epoch),
+        plateau_patience=optim.plateau_patience,
+        plateau_factor=optim.plateau_factor,
+    )
+    ema = WeightAverage(core, optim.ema) if optim.ema > 0 else None
+    stepper = Stepper(
+        optimizer,
+        precision.scaler(),
+        schedule,
+        ema,
+        grad_clip=optim.grad_clip,
+        accumulate=optim.accumulate,
+    )
 
     start_epoch, best_auc, best_epoch, stale = 1, -math.inf, 0, 0
-    last_path = out / "last.pt"
-    if resume and last_path.exists():
+    if resuming:
         state = load_checkpoint(last_path)
         core.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
-        if scheduler is not None and state.scheduler is not None:
-            scheduler.load_state_dict(state.scheduler)
+        if state.scheduler is not None:
+            schedule.load_state_dict(state.scheduler)
+        if ema is not None and "ema" in state.extra:
+            ema.load_state_dict(state.extra["ema"])
         set_rng_state(state.rng)
         start_epoch, best_auc, stale = state.epoch + 1, state.best_score, state.stale_epochs
         best_epoch = int(state.extra.get("best_epoch", 0))
@@ -252,25 +315,27 @@ def _train(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool)
     stopped_early = False
     train_loss = float("nan")
     epoch = start_epoch - 1
-    for epoch in range(start_epoch, config.optim.epochs + 1):
+    for epoch in range(start_epoch, optim.epochs + 1):
         sampler.set_epoch(epoch)
         train_set.epoch = epoch
-        train_loss = train_epoch(
+        result = train_epoch(
             model,
             train_loader,
             loss_fn,
-            optimizer,
+            stepper,
             normalise,
             precision,
-            scaler,
-            grad_clip=config.optim.grad_clip,
+            classes=len(labels),
+            core=core,
             progress=progress,
-            label=f"epoch {epoch}/{config.optim.epochs}",
+            label=f"epoch {epoch}/{optim.epochs}",
         )
-        train_loss = mean_over_ranks(info, train_loss)
+        train_loss = mean_over_ranks(info, result.loss)
+        seen = sum_over_ranks(info, result.class_counts)
         stop = False
         if info.is_main:
-            logits, val_targets = predict(core, val_loader, normalise, precision)
+            evaluated = ema.model if ema is not None else core
+            logits, val_targets = predict(evaluated, val_loader, normalise, precision)
             probs = calibrated_probabilities(logits, 1.0)
             val_loss = float(
                 nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_targets))
@@ -280,69 +345,84 @@ def _train(config: TrainConfig, info: DistInfo, *, resume: bool, progress: bool)
             warning = collapse_warning(predicted, labels)
             if warning:
                 _say(info, f"warning: epoch {epoch}: {warning}")
-            lr = optimizer.param_groups[0]["lr"]
-            row = {
+            row: dict[str, float | int] = {
                 "epoch": epoch,
                 "train_loss": round(train_loss, 6),
                 "val_loss": round(val_loss, 6),
                 "val_auc": round(auc, 6) if not math.isnan(auc) else float("nan"),
                 "val_accuracy": round(float((predicted == val_targets).mean()), 6),
-                "lr": lr,
+                "lr": schedule.lr,
             }
+            row.update({f"seen_{name}": count for name, count in zip(labels, seen, strict=True)})
             assert log is not None
             log.log(row)
             _say(
                 info,
                 f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                f"val AUC {auc:.4f}, lr {lr:.2e}",
+                f"val AUC {auc:.4f}, lr {schedule.lr:.2e}, seen " + "/".join(str(c) for c in seen),
             )
             score = -val_loss if math.isnan(auc) else auc
             if score > best_auc:
                 best_auc, best_epoch, stale = score, epoch, 0
-                torch.save(core.state_dict(), out / "best.pt")
+                torch.save(evaluated.state_dict(), out / "best.pt")
             else:
                 stale += 1
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(score)
-            elif scheduler is not None:
-                scheduler.step()
+            schedule.end_epoch(score)
+            extra: dict[str, Any] = {"best_epoch": best_epoch}
+            if ema is not None:
+                extra["ema"] = ema.state_dict()
             save_checkpoint(
                 last_path,
                 model=core,
                 optimizer=optimizer,
-                scheduler=scheduler,
+                scheduler=schedule,
                 epoch=epoch,
                 best_score=best_auc,
                 stale_epochs=stale,
-                extra={"best_epoch": best_epoch},
+                extra=extra,
             )
-            stop = 0 < config.optim.early_stopping <= stale
-        elif scheduler is not None and not isinstance(
-            scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
-        ):
-            scheduler.step()
+            stop = 0 < optim.early_stopping <= stale
         if info.enabled:
             # every rank follows rank 0's plateau schedule and early stop
             stop = bool(broadcast(info, stop))
-            lr = broadcast(info, optimizer.param_groups[0]["lr"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            schedule.load_state_dict(broadcast(info, schedule.state_dict()))
         if stop:
             _say(info, f"early stop: no better validation AUC for {stale} epochs")
             stopped_early = True
             break
     if log is not None:
         log.close()
-    result = TrainResult(out, epoch, best_epoch, best_auc, stopped_early, train_loss)
+    result_out = TrainResult(out, epoch, best_epoch, best_auc, stopped_early, train_loss)
     if info.is_main:
-        _write_run(config, result)
-    return result
+        _write_run(config, result_out, resolved, pretrained, parts, patch_file)
+        from training.plots import training_plot
+
+        training_plot(out / "training.png", sorted(out.glob("*metrics.csv")))
+    return result_out
 
 
-def _write_run(config: TrainConfig, result: TrainResult) -> None:
+def _write_run(
+    config: TrainConfig,
+    result: TrainResult,
+    resolved: Resolved,
+    pretrained: PretrainedLoad | None,
+    parts: Parts,
+    patch_file: Path | None,
+) -> None:
     data = {
         "config": config.model_dump(mode="json"),
+        "resolved": asdict(resolved),
         "input": input_spec(config).model_dump(mode="json"),
+        "pretrained": asdict(pretrained) if pretrained is not None else None,
+        "patch_stage": str(patch_file) if patch_file is not None else None,
+        "data": {
+            "train_images": len(parts.train),
+            "val_images": len(parts.val),
+            "test_images": len(parts.test),
+            "val_digest": parts_digest(parts.val),
+            "test_digest": parts_digest(parts.test) if parts.test else None,
+            "patients_left_out": list(parts.dropped),
+        },
         "result": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()},
     }
     (config.output / RUN_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")

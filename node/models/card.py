@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.errors import ModelError
 from node.imaging.preprocess import PreprocessOptions
-from node.models.registry import ARCHITECTURES, GLOBAL_POOLS
+from node.models.registry import GLOBAL_POOLS, OUTPUT_STRIDES, check_architecture
 
 __all__ = [
     "CARD_FILE",
@@ -96,9 +96,13 @@ class MemberSpec(_Frozen):
 
     name: Identifier
     architecture: str
+    """A timm model name (``node.models.registry.ARCHITECTURES`` are the tested ones)."""
     global_pool: str | None = None
     """Global pooling the member was trained with (``avg``, ``max``, ``avgmax``,
     ``catavgmax``); unset: the architecture's default (average)."""
+    output_stride: int | None = None
+    """Stride of the last feature map (8, 16 or 32; unset: the architecture's, 32).
+    A finer map gives Grad-CAM a finer grid; must match training."""
     weights: str
     """File name of the member's safetensors file, inside the model folder."""
     sha256: str
@@ -113,8 +117,16 @@ class MemberSpec(_Frozen):
     @field_validator("architecture")
     @classmethod
     def _known_architecture(cls, value: str) -> str:
-        if value not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(ARCHITECTURES)}")
+        try:
+            return check_architecture(value)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("output_stride")
+    @classmethod
+    def _known_stride(cls, value: int | None) -> int | None:
+        if value is not None and value not in OUTPUT_STRIDES:
+            raise ValueError(f"must be one of {', '.join(map(str, OUTPUT_STRIDES))}")
         return value
 
     @field_validator("global_pool")
@@ -189,6 +201,9 @@ class EnsembleSpec(_Frozen):
     tta: Literal["none", "flip", "multi"] = "flip"
     breast_aggregation: Literal["max", "mean"] = "max"
     assessment: AssessmentBands = Field(default_factory=AssessmentBands)
+    weighting: str = ""
+    """How the member weights were chosen (informative), e.g. fitted on validation or
+    equal because fitted ones could not be told apart."""
 
     @model_validator(mode="after")
     def _unique(self) -> EnsembleSpec:

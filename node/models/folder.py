@@ -106,6 +106,7 @@ def _load_member(folder: Path, card: ModelCard, spec: MemberSpec) -> nn.Module:
             num_classes=len(card.labels),
             in_chans=card.input.channels,
             global_pool=spec.global_pool,
+            output_stride=spec.output_stride,
         )
     except ModelError as exc:
         raise ModelError(f"{where}: {exc}") from exc

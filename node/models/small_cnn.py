@@ -6,8 +6,9 @@ chooses ``max``, ``avgmax`` or ``catavgmax`` as in timm) and a linear classifier
 Max pooling keeps the evidence of one small finding that an average over the
 whole feature map would dilute.
 Stride 32 overall, so a 1024 x 512 input gives a 32 x 16 feature map, the same
-resolution as the other backbones' last feature maps. It is the reference point
-of the benchmarks and the model of the tests.
+resolution as the other backbones' last feature maps (``output_stride=16`` in
+:func:`node.models.registry.create_model` drops the last pooling: 64 x 32). It is
+the reference point of the benchmarks and the model of the tests.
 
 Every layer is left-right symmetric in its sampling grid (even sizes), so with
 mirror-symmetric kernels the network is exactly flip-invariant.
@@ -132,5 +133,7 @@ def breast_cnn_small(pretrained: bool = False, **kwargs: Any) -> BreastCNNSmall:
         "num_classes": model.num_classes,
         "mean": (0.5,) * model.in_chans,
         "std": (0.5,) * model.in_chans,
+        "first_conv": "stem.0",
+        "classifier": "fc",
     }
     return model

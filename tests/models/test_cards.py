@@ -65,8 +65,8 @@ def test_every_architecture_is_built_by_timm_with_the_cam_interface(architecture
 
 
 def test_unknown_architecture_in_the_registry() -> None:
-    with pytest.raises(ModelError, match="unknown architecture 'vgg11'"):
-        create_model("vgg11", num_classes=2, in_chans=1)
+    with pytest.raises(ModelError, match="unknown architecture 'resnet_9000'"):
+        create_model("resnet_9000", num_classes=2, in_chans=1)
 
 
 def test_breast_cnn_small_refuses_pretrained() -> None:
@@ -202,9 +202,9 @@ def _members(data: dict[str, Any]) -> list[dict[str, Any]]:
     ("change", "field", "message"),
     [
         (
-            lambda d: _members(d)[0].update(architecture="vgg11"),
+            lambda d: _members(d)[0].update(architecture="resnet_9000"),
             "ensemble.members.0.architecture",
-            "unknown architecture 'vgg11'",
+            "unknown architecture 'resnet_9000'",
         ),
         (
             lambda d: d.update(malignant_label="cancer"),
@@ -318,3 +318,46 @@ def test_unknown_operating_point_by_name(tmp_path: Path) -> None:
         ModelError, match="has no operating point 'sens99' \\(has: sens90, sens95\\)"
     ):
         card.operating_point("sens99")
+
+
+# ------------------------------------------------------------------ any timm name, strides
+def test_any_timm_architecture_loads_from_a_card(tmp_path: Path) -> None:
+    """Not in the tested set, but a timm name: the card, the folder and the node take it."""
+    folder = write_random_model_folder(tmp_path / "m", ("resnet10t",), height=64, width=64)
+    loaded = load_model_folder(folder).members[0]
+    assert loaded.spec.architecture == "resnet10t"
+    with torch.inference_mode():
+        assert loaded.model(torch.zeros(1, 1, 64, 64)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("architecture", ["breast_cnn_small", "mobilenetv3_small_050", "resnet50"])
+def test_output_stride_gives_a_finer_map_with_the_same_weights(architecture: str) -> None:
+    """timm's own output_stride (ResNet) or the registry's stride reduction (the others)."""
+    coarse = create_model(architecture, num_classes=3, in_chans=1)
+    fine = create_model(architecture, num_classes=3, in_chans=1, output_stride=16)
+    finer = create_model(architecture, num_classes=3, in_chans=1, output_stride=8)
+    state = coarse.state_dict()
+    assert {k: v.shape for k, v in fine.state_dict().items()} == {
+        k: v.shape for k, v in state.items()
+    }
+    x = torch.rand(1, 1, 128, 64)
+    with torch.inference_mode():
+        shapes = [m.forward_features(x).shape[-2:] for m in (coarse, fine, finer)]
+    assert [tuple(s) for s in shapes] == [(4, 2), (8, 4), (16, 8)]
+
+
+def test_output_stride_in_the_card_builds_that_model(tmp_path: Path) -> None:
+    folder = write_random_model_folder(tmp_path / "m")
+    edit_card(folder, lambda d: _members(d)[0].update(output_stride=16))
+    member = load_model_folder(folder).members[0]
+    assert member.spec.output_stride == 16
+    with torch.inference_mode():
+        assert member.model.forward_features(torch.zeros(1, 1, 128, 64)).shape[-2:] == (8, 4)
+    edit_card(folder, lambda d: _members(d)[0].update(output_stride=12))
+    with pytest.raises(ModelError, match=r"output_stride: .*must be one of 8, 16, 32"):
+        load_model_folder(folder)
+
+
+def test_an_unknown_output_stride_is_refused() -> None:
+    with pytest.raises(ModelError, match="output_stride 12 is not one of 8, 16, 32"):
+        create_model("breast_cnn_small", num_classes=3, in_chans=1, output_stride=12)

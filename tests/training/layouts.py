@@ -94,9 +94,37 @@ def _mask_dicom(path: Path, rows: int, cols: int, box: tuple[int, int, int, int]
 
 
 # ---------------------------------------------------------------- CBIS-DDSM
-def _cbis_rows() -> list[dict[str, str]]:
+def _cbis_rows(shared_patient: bool = False) -> list[dict[str, str]]:
     """Patient 1: mass (malignant) + calc (benign) on LEFT CC; patient 2: benign RIGHT MLO
-    with swapped crop/ROI paths; patient 3 (test set): mask missing."""
+    with swapped crop/ROI paths; patient 3 (test set): mask missing. ``shared_patient``:
+    patient 1 also has a calcification in the test set (as some CBIS-DDSM patients do), and
+    patient 4 a benign mass in the training set."""
+    extra = [
+        {
+            "file": "mass_case_description_train_set.csv",
+            "kind": "Mass",
+            "split": "Training",
+            "patient": "P_00004",
+            "side": "LEFT",
+            "view": "MLO",
+            "n": "1",
+            "pathology": "BENIGN",
+            "swap": "",
+            "mask": "yes",
+        },
+        {
+            "file": "calc_case_description_test_set.csv",
+            "kind": "Calc",
+            "split": "Test",
+            "patient": "P_00001",
+            "side": "RIGHT",
+            "view": "MLO",
+            "n": "1",
+            "pathology": "MALIGNANT",
+            "swap": "",
+            "mask": "yes",
+        },
+    ]
     return [
         {
             "file": "mass_case_description_train_set.csv",
@@ -146,7 +174,7 @@ def _cbis_rows() -> list[dict[str, str]]:
             "swap": "",
             "mask": "",
         },
-    ]
+    ] + (extra if shared_patient else [])
 
 
 def _cbis_case_row(r: dict[str, str], full: str, crop: str, roi: str) -> list[str]:
@@ -170,10 +198,10 @@ def _cbis_case_row(r: dict[str, str], full: str, crop: str, roi: str) -> list[st
     ]
 
 
-def write_cbis_tcia(root: Path) -> Path:
+def write_cbis_tcia(root: Path, *, shared_patient: bool = False) -> Path:
     """CSV paths ``<case>/<StudyUID>/<SeriesUID>/000000.dcm`` (and ``000001.dcm``)."""
     per_file: dict[str, list[list[str]]] = {}
-    for i, r in enumerate(_cbis_rows()):
+    for i, r in enumerate(_cbis_rows(shared_patient)):
         case = f"{r['kind']}-{r['split']}_{r['patient']}_{r['side']}_{r['view']}"
         lesion = f"{case}_{r['n']}"
         full = f"{case}/1.3.6.1.4.1.9590.100.1.2.{i}1/1.3.6.1.4.1.9590.100.1.2.{i}2/000000.dcm"
@@ -336,13 +364,18 @@ def write_cdd_cesm(root: Path, *, newer_name: bool = False) -> Path:
 
 
 # ---------------------------------------------------------------- VinDr-Mammo
-def write_vindr(root: Path) -> Path:
-    """Two studies (one training, one test), BI-RADS 1, 2, 4 and 5, one finding box."""
+def write_vindr(root: Path, *, more_training: int = 0) -> Path:
+    """Two studies (one training, one test), BI-RADS 1, 2, 4 and 5, one finding box;
+    ``more_training`` further training studies (BI-RADS 1 and 4) to split validation from."""
     breast = []
     findings = []
     plan = [
         ("s1", "training", {"L": "BI-RADS 1", "R": "BI-RADS 4"}),
         ("s2", "test", {"L": "BI-RADS 2", "R": "BI-RADS 5"}),
+        *(
+            (f"t{k}", "training", {"L": "BI-RADS 1", "R": "BI-RADS 4"})
+            for k in range(more_training)
+        ),
     ]
     for study, split, birads in plan:
         for side in ("L", "R"):

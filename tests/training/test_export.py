@@ -97,8 +97,9 @@ def test_export_rejects_mismatched_runs(
 def test_evaluate_reports_and_records(
     exported: Path, tiny_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    samples = load_dataset("synthetic", tiny_data[1])
     report = evaluate_model(
-        exported, tiny_data[1], plots=tmp_path / "plots", record=True, resamples=50
+        exported, samples, data="tiny", out=tmp_path / "eval", record=True, resamples=50
     )
     assert 0.0 <= report["auc"] <= 1.0
     assert report["image"]["n"] == 16 and report["study"]["n"] == 4
@@ -106,9 +107,26 @@ def test_evaluate_reports_and_records(
     assert sum(map(sum, report["confusion_matrix"])) == 16
     assert report["cam_localisation"] is None or 0.0 <= report["cam_localisation"] <= 1.0
     names = {Path(p).name for p in report["plots"]}
-    assert names == {"roc.png", "confusion.png", "calibration.png", "training.png"}
+    assert names == {
+        "roc.png",
+        "confusion.png",
+        "calibration.png",
+        "training.png",
+        "disagreement.png",
+    }
+    assert {p.name for p in (tmp_path / "eval").iterdir()} >= {"report.json", "summary.txt"}
+    # every member's AUC on the same images, and how much they disagree
+    assert set(report["members"]) == {"breast_cnn_small", "lcnet_050"}
+    spread = report["disagreement"]
+    assert spread["cancer"]["n"] + spread["other"]["n"] == 16
+    assert 0.0 <= spread["other"]["p50"] <= 0.5
+    # sensitivity and specificity carry Wilson intervals
+    stats = report["study"]["operating_points"]["sens90"]
+    low, high = stats["specificity_ci95"]
+    assert 0.0 <= low <= stats["specificity"] <= high <= 1.0
     card = load_model_folder(exported).card  # still loads: weights untouched
     assert card.metrics.values["auc_image"] == pytest.approx(report["auc"], abs=1e-4)
+    assert "auc_image_member_lcnet_050" in card.metrics.values
 
 
 def test_evaluate_cli_json(
@@ -138,3 +156,21 @@ def test_cli_train_reports_config_errors(
     path.write_text("data: {root: x}\nloss: {kind: hinge}\n", encoding="utf-8")
     assert main(["train", "--config", str(path)]) == 1
     assert "loss.kind" in capsys.readouterr().err
+
+
+def test_export_without_val_data_uses_the_runs_validation_part(
+    runs: list[Path], exported: Path, tmp_path: Path
+) -> None:
+    card = export_model(
+        ExportOptions(runs=tuple(runs), out=tmp_path / "m", name="again", weights="auto")
+    )
+    explicit = load_model_folder(exported).card
+    # the runs validated on the same folder: the same temperatures come out
+    for mine, theirs in zip(card.ensemble.members, explicit.ensemble.members, strict=True):
+        assert mine.temperature == pytest.approx(theirs.temperature, abs=1e-3)
+    assert "validation part" in card.metrics.evaluated_on
+    # auto: fitted weights only if they beat equal ones out of sample; the card says which
+    text = card.ensemble.weighting
+    assert text.startswith(("equal weights", "nll weights")) and "cross-fitted" in text
+    if text.startswith("equal"):
+        assert [m.weight for m in card.ensemble.members] == [0.5, 0.5]

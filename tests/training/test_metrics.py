@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from node.inference.ensemble import calibrated_probabilities
-from training.calibrate import fit_temperature, fit_weights, operating_points
+from training.calibrate import choose_weights, fit_temperature, fit_weights, operating_points
 from training.loop import collapse_warning
 from training.losses import FocalLoss, class_weights, sample_weights
 from training.metrics import (
     bootstrap_auc,
     confusion_matrix,
     expected_calibration_error,
+    probabilistic_f1,
     roc_auc,
     roc_curve,
     stats_at_threshold,
@@ -136,3 +137,26 @@ def test_wilson_interval_by_hand() -> None:
     stats = stats_at_threshold([1, 1, 0, 0, 0], [0.9, 0.2, 0.1, 0.6, 0.3], 0.5).to_dict()
     assert stats["sensitivity_ci95"] == list(wilson_interval(1, 2))
     assert stats["specificity_ci95"] == list(wilson_interval(2, 3))
+
+
+def test_probabilistic_f1_by_hand() -> None:
+    # pP = 1.7 / 2.1, pR = 1.7 / 2
+    expected = 2 * (1.7 / 2.1) * 0.85 / (1.7 / 2.1 + 0.85)
+    assert probabilistic_f1([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.3]) == pytest.approx(expected)
+    assert np.isnan(probabilistic_f1([0, 0], [0.2, 0.3]))
+
+
+def test_auto_weights_keep_equal_weights_for_members_that_cannot_be_told_apart() -> None:
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, 400)
+    informative = np.where(targets[:, None] == np.arange(2), 0.8, 0.2)
+    noise = rng.dirichlet((1, 1), 400)
+    # two members as good as each other, with errors of their own
+    first = 0.7 * informative + 0.3 * rng.dirichlet((1, 1), 400)
+    second = 0.7 * informative + 0.3 * rng.dirichlet((1, 1), 400)
+    patients = [f"p{i // 2}" for i in range(400)]
+    same = choose_weights(np.stack([first, second]), targets, 1, "auto", patients)
+    assert same.description.startswith("equal weights")
+    assert same.weights == pytest.approx([0.5, 0.5])
+    apart = choose_weights(np.stack([informative, noise]), targets, 1, "auto", patients)
+    assert apart.description.startswith("nll weights") and apart.weights[0] > 0.9

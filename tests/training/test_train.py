@@ -31,7 +31,10 @@ def test_demo_config_is_valid() -> None:
     ("text", "message"),
     [
         ("data: {root: x}\noptim: {lr: -1}\n", "optim.lr: Input should be greater than 0"),
-        ("data: {root: x}\nmodel: {architecture: vgg11}\n", "model: unknown architecture 'vgg11'"),
+        (
+            "data: {root: x}\nmodel: {architecture: resnet_9000}\n",
+            "model: unknown architecture 'resnet_9000'",
+        ),
         ("data: {root: x}\noptim: {learning_rate: 1}\n", "optim.learning_rate: unknown key"),
         ("data: {root: x}\nmodel: {global_pool: median}\n", "model: unknown global_pool 'median'"),
         ("optim: {epochs: 2}\n", "data: required key is missing"),

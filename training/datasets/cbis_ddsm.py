@@ -56,6 +56,7 @@ class _Image:
     split: str
     label: Label = "benign"
     masks: list[Path] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
 
 
 def _clean(path_text: str) -> str:
@@ -179,6 +180,9 @@ def read_cbis_ddsm(root: Path) -> list[Sample]:
             )
         if row["pathology"].upper() == "MALIGNANT":
             image.label = "malignant"
+        kind = "calcification" if "calc" in row.get("abnormality type", "").lower() else "mass"
+        if kind not in image.types:
+            image.types.append(kind)
         mask = files.mask([row["ROI mask file path"], row["cropped image file path"]], image.path)
         if mask is not None and mask not in image.masks:
             image.masks.append(mask)
@@ -193,6 +197,7 @@ def read_cbis_ddsm(root: Path) -> list[Sample]:
             label=image.label,
             split=image.split,
             mask_paths=tuple(image.masks),
+            lesion_type="+".join(sorted(image.types)),
         )
         for key, image in images.items()
     ]

@@ -50,6 +50,9 @@ class Sample:
         mask_paths: lesion mask images (non-zero = lesion), merged when several.
         shapes: hand-drawn outlines (rasterised by :func:`lesion_mask`).
         label_source: how ``label`` was derived (``pathology``, ``birads``, ``cancer``, ...).
+        lesion_type: what the lesion is, where the dataset says (synthetic:
+            ``spiculated_mass``, ``pleomorphic_calcifications``, ...; CBIS-DDSM:
+            ``mass``, ``calcification`` or both joined by ``+``); ``""`` otherwise.
     """
 
     path: Path
@@ -65,6 +68,7 @@ class Sample:
     mask_paths: tuple[Path, ...] = ()
     shapes: tuple[Shape, ...] = field(default=())
     label_source: str = "pathology"
+    lesion_type: str = ""
 
     @property
     def is_dicom(self) -> bool:

@@ -39,6 +39,7 @@ def read_synthetic(root: Path) -> list[Sample]:
                 boxes=boxes,
                 mask_paths=(root / row["mask_path"],) if row["mask_path"] else (),
                 label_source="synthetic ground truth",
+                lesion_type="" if row.get("lesion_type", "none") == "none" else row["lesion_type"],
             )
         )
     return samples
