@@ -474,8 +474,9 @@ def write_rsna(root: Path) -> Path:
 
 
 # ---------------------------------------------------------------- BUSI
-def write_busi(root: Path) -> Path:
-    """benign (1) with two masks, benign (2) a copy of benign (1), malignant (1), normal (1)."""
+def write_busi(root: Path, extra: int = 0) -> Path:
+    """benign (1) with two masks, benign (2) a copy of benign (1), malignant (1), normal (1);
+    and ``extra`` more distinct images of each class (numbered from 10), each with a mask."""
     base = root / "Dataset_BUSI_with_GT"
     first = _phantom_u8(1)
     _png(base / "benign" / "benign (1).png", first)
@@ -491,6 +492,11 @@ def write_busi(root: Path) -> Path:
     _png(base / "malignant" / "malignant (1)_mask.png", mask)
     _png(base / "normal" / "normal (1).png", _phantom_u8(3))
     _png(base / "normal" / "normal (1)_mask.png", np.zeros((64, 48), np.uint8))
+    for n in range(extra):
+        for c, label in enumerate(("benign", "malignant", "normal")):
+            name = f"{label} ({10 + n})"
+            _png(base / label / f"{name}.png", _phantom_u8(100 + 3 * n + c))
+            _png(base / label / f"{name}_mask.png", mask if label != "normal" else mask * 0)
     return root
 
 

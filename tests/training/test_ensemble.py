@@ -31,7 +31,7 @@ def _tiny(root: Path, out: Path) -> list[str]:
     """Overrides that make the recipe run in seconds on the fixture's three images."""
     return [
         f"train.data.root={root}",
-        f"train.data.val_root={root}",  # three images: every class on both sides
+        "train.data.val_fraction=0.4",  # a seeded, stratified holdout: each class on both sides
         f"train.data.cache_dir={out / 'cache'}",
         f"train.output={out / 'runs'}",
         "train.model.height=32",
@@ -81,7 +81,7 @@ def test_bad_recipes_are_refused_with_the_key(tmp_path: Path) -> None:
 def test_one_short_epoch_on_the_busi_fixture_exports_a_folder_the_node_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = layouts.write_busi(tmp_path / "busi")
+    root = layouts.write_busi(tmp_path / "busi", extra=2)
     out = tmp_path / "out"
     args = ["ensemble", "--config", str(RECIPE), "--quiet"]
     for override in _tiny(root, out):
@@ -101,7 +101,10 @@ def test_one_short_epoch_on_the_busi_fixture_exports_a_folder_the_node_loads(
     assert card.training_data.datasets == ("busi",)
     recipe = load_recipe(RECIPE, _tiny(root, out))
     _, validation = load_samples(recipe.member_config(recipe.members[0]))
-    assert card.metrics.evaluated_on == f"validation (busi, {len(validation)} images)"
+    assert card.metrics.evaluated_on == (
+        f"validation: the runs' validation part of busi, {len(validation)} images, "
+        f"{len(validation)} studies"
+    )  # calibrated on the members' own validation split, never on a training image
 
     # the node serves it: every member on the five test-time views of an ultrasound image
     engine = InferenceEngine.load(out / "model", InferenceSettings(device="cpu"))
