@@ -226,7 +226,7 @@ demo-model-us: $(VENV)/.installed-test
 	$(call train_members,$(DEMO_US_DIR),training/configs/demo-us.yaml,$(DEMO_US_MEMBERS))
 	$(BIN)/breast-train export \
 	  $(foreach m,$(DEMO_US_MEMBERS),--run $(DEMO_US_DIR)/runs/$(firstword $(subst :, ,$(m)))) \
-	  --val-data $(DEMO_US_DIR)/val --out $(DEMO_US_OUT) --name demo-us --version 1.0.0 \
+	  --val-data $(DEMO_US_DIR)/val --out $(DEMO_US_OUT) --name demo-us --version 1.1.0 \
 	  --card training/configs/demo-us-card.yaml --tta multi --weights equal --half
 	$(BIN)/breast-train evaluate --model $(DEMO_US_OUT) --data $(DEMO_US_DIR)/test --record \
 	  --plots $(DEMO_US_DIR)/plots

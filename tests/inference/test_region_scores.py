@@ -27,7 +27,7 @@ DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
 
 
 def _infer(tmp: Path, mode: str) -> list[StudyResult]:
-    images = write_studies(tmp, studies=3, seed=11, options=SynthOptions(size="small"))
+    images = write_studies(tmp, studies=6, seed=12, options=SynthOptions(size="small"))
     grouped: dict[str, list[ImageInput]] = defaultdict(list)
     for image in images:
         grouped[image.study_uid].append(ImageInput(tmp / image.path, image.sop_instance_uid))
