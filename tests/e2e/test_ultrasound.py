@@ -18,6 +18,7 @@ import pytest
 import yaml
 from pydicom.dataset import Dataset
 
+from node.models.card import read_card
 from tests.conftest import free_port
 from tests.e2e.conftest import e2e_config, load, read_all, storescu, wait_for_state
 from tests.helpers.images import one_study
@@ -138,7 +139,8 @@ def test_a_mammography_and_ultrasound_study_is_inferred_part_by_part(
         timeout=60,
     )
     (row,) = json.loads(listed.stdout)
-    assert row["model"] == "demo 1.0.0, demo-us 1.0.0"
+    versions = {name: read_card(ROOT / "models" / name).version for name in ("demo", "demo-us")}
+    assert row["model"] == f"demo {versions['demo']}, demo-us {versions['demo-us']}"
 
 
 def _source(ds: Dataset) -> str:

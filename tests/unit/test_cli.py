@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.cli import main
+from node.models.card import read_card
 from tests.conftest import free_port
 from tests.helpers.models import write_random_model_folder
 
@@ -33,8 +34,10 @@ def test_check_config_says_which_model_infers_each_rule(
 ) -> None:
     assert main(["check-config", "--config", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert f"model:    {ROOT / 'models' / 'demo'}: demo 1.0.0 (MG)" in out
-    assert f"model:    {ROOT / 'models' / 'demo-us'}: demo-us 1.0.0 (US)" in out
+    for name, modality in (("demo", "MG"), ("demo-us", "US")):
+        folder = ROOT / "models" / name
+        version = read_card(folder).version
+        assert f"model:    {folder}: {name} {version} ({modality})" in out
     assert "rule mammography: MG -> demo" in out
     assert "rule breast-ultrasound: US -> demo-us" in out
 
