@@ -1,15 +1,20 @@
-"""Receiving throughput: our durable SCP against dcmtk storescp and Orthanc.
+"""Receiving throughput: our durable SCP against dcmtk storescp, Orthanc and bare pynetdicom.
 
 Each receiver gets the same detector-size synthetic mammograms from dcmtk ``storescu``,
 once from one sender and once from four concurrent senders (the files split between
-them). Prints a table of MB/s and the ratio to storescp. ``--baseline REV`` adds the
-node's listener as it was at git revision REV (its ``node/`` package, with this
-environment's libraries), for before/after figures from the same run. Runs are
+them). Prints the machine (CPU, cores, load average), what writing and fsyncing one file
+of the images' size costs on the disk the receivers write to, and a table of MB/s and
+the ratio to storescp. Besides storescp and Orthanc, ``pynetdicom`` is a bare pynetdicom
+listener (data sets streamed to files, no fsync, no database): the floor of the library
+the node is built on, so that a reader can tell the machine from the node's own code.
+``--baseline REV`` adds the node's listener as it was at git revision REV (its ``node/``
+package, with this environment's libraries), for before/after figures from the same run.
+``--without NAME`` leaves a receiver out (storescp, the reference, always runs). Runs are
 interleaved (every receiver once, then again in reverse order) so that drift hits all
 alike.
 
     .venv/bin/python bench/ingest.py [--images 20] [--repeat 2] [--data var/bench/ingest]
-                                     [--baseline REV]
+                                     [--baseline REV] [--without orthanc]
 
 Our SCP fsyncs every file and its folder and records it in SQLite (WAL, synchronous=FULL)
 before it answers; storescp (``+B``, bit-preserving) and Orthanc do not fsync each file.
@@ -23,6 +28,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,9 +168,47 @@ def orthanc(work: Path, port: int) -> Iterator[str]:
         yield "ORTHANC"
 
 
+@contextmanager
+def bare_pynetdicom(work: Path, port: int) -> Iterator[str]:
+    """A bare pynetdicom listener: each data set streamed to a file, no fsync, no database."""
+    out = work / "out"
+    out.mkdir()
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--bare-listener",
+        str(port),
+        str(out),
+    ]
+    with _listening(command, port):
+        yield "PYNETDICOM"
+
+
+def serve_bare(port: int, out: Path) -> None:
+    """Run the bare pynetdicom listener (``--bare-listener PORT FOLDER``) until killed."""
+    from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+
+    _config.STORE_RECV_CHUNKED_DATASET = True  # streamed to a file, as the node receives
+    tempfile.tempdir = str(out)  # the files pynetdicom writes, on the same file system
+    count = 0
+
+    def handle_store(event: evt.Event) -> int:
+        nonlocal count
+        count += 1
+        os.replace(event.dataset_path, out / f"{count}.dcm")
+        return 0x0000
+
+    ae = AE(ae_title="PYNETDICOM")
+    ae.maximum_pdu_size = 0
+    ae.maximum_associations = 16
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+
+
 RECEIVERS: dict[str, Callable[[Path, int], AbstractContextManager[str]]] = {
     "storescp": storescp,
     "orthanc": orthanc,
+    "pynetdicom": bare_pynetdicom,
     "breast-node": our_scp,
 }
 
@@ -212,6 +256,31 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def fsync_cost(folder: Path, size: int, runs: int = 5) -> tuple[float, float]:
+    """Median milliseconds to write ``size`` bytes to a new file in ``folder`` (128 KiB
+    writes, as received) and then to fsync it: what making one image durable costs on
+    this file system, beyond receiving it."""
+    chunk = os.urandom(1 << 17)
+    writes: list[float] = []
+    syncs: list[float] = []
+    for _ in range(runs):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix="fsync-") as tmp:
+            start = time.perf_counter()
+            for _ in range(0, size, len(chunk)):
+                tmp.write(chunk)
+            tmp.flush()
+            written = time.perf_counter()
+            os.fsync(tmp.fileno())
+            writes.append(written - start)
+            syncs.append(time.perf_counter() - written)
+    return 1000 * statistics.median(writes), 1000 * statistics.median(syncs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20)
@@ -220,12 +289,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", metavar="REV", help="also run the node's listener as of git revision REV"
     )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=[name for name in RECEIVERS if name != "storescp"],
+        help="leave this receiver out (repeatable)",
+    )
+    parser.add_argument(
+        "--bare-listener", nargs=2, metavar=("PORT", "FOLDER"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.bare_listener:
+        serve_bare(int(args.bare_listener[0]), Path(args.bare_listener[1]))
+        return 0
 
     files = make_data(args.data, args.images)
     megabytes = sum(f.stat().st_size for f in files) / 1e6
+    work = ROOT / "var"
+    image_size = max(f.stat().st_size for f in files)
+    write_ms, fsync_ms = fsync_cost(work, image_size)
+    load_before = load()
     with ExitStack() as stack:
-        receivers = dict(RECEIVERS)
+        receivers = {k: v for k, v in RECEIVERS.items() if k not in args.without}
         if args.baseline:
             source = stack.enter_context(checkout(args.baseline))
             receivers[f"breast-node @{args.baseline}"] = partial(our_scp, source=source)
@@ -235,14 +321,19 @@ def main(argv: list[str] | None = None) -> int:
                 # every receiver once per round, in reverse order every other round
                 order = list(receivers.items())
                 for name, receiver in order if run % 2 == 0 else reversed(order):
-                    with tempfile.TemporaryDirectory(prefix="ingest-", dir=ROOT / "var") as tmp:
+                    with tempfile.TemporaryDirectory(prefix="ingest-", dir=work) as tmp:
                         port = free_port()
                         with receiver(Path(tmp), port) as ae_title:
                             seconds = send(port, ae_title, files, senders)
                     key = (name, senders)
                     results[key] = min(results.get(key, float("inf")), seconds)
 
-    print(f"{len(files)} files, {megabytes:.0f} MB, storescu -> receiver on loopback; {machine()}")
+    print(f"{len(files)} files, {megabytes:.0f} MB, storescu -> receiver on loopback")
+    print(f"machine: {machine()}; load average {load_before} before, {load()} after")
+    print(
+        f"disk ({work}): writing a {image_size / 1e6:.0f} MB file takes {write_ms:.1f} ms, "
+        f"its fsync {fsync_ms:.1f} ms (median of 5)"
+    )
     print(f"best of {args.repeat} runs per row")
     print()
     print("| receiver | senders | seconds | MB/s | vs storescp |")
