@@ -103,6 +103,7 @@ def our_scp(work: Path, port: int, source: Path | None = None) -> Iterator[str]:
         json.dumps(
             {
                 "node": {"host": "127.0.0.1", "port": port, "max_pdu": 0},
+                "http": {"host": "127.0.0.1", "port": free_port()},
                 "storage": {"database": "sqlite:///node.db", "spool": "spool"},
                 "completion": {"quiet_seconds": 3600},
                 "model": None,
