@@ -3,8 +3,9 @@
 Each receiver gets the same detector-size synthetic mammograms from dcmtk ``storescu``,
 once from one sender and once from four concurrent senders (the files split between
 them). Prints the machine (CPU, cores, load average), what writing and fsyncing one file
-of the images' size costs on the disk the receivers write to, and a table of MB/s and
-the ratio to storescp. Besides storescp and Orthanc, ``pynetdicom`` is a bare pynetdicom
+of the images' size costs on the disk the receivers write to, and a table of MB/s, the
+ratio to storescp and each receiver's own CPU time per image (which, unlike seconds, a
+busy machine hardly changes). Besides storescp and Orthanc, ``pynetdicom`` is a bare pynetdicom
 listener (data sets streamed to files, no fsync, no database): the floor of the library
 the node is built on, so that a reader can tell the machine from the node's own code.
 ``--baseline REV`` adds the node's listener as it was at git revision REV (its ``node/``
@@ -35,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -72,6 +74,19 @@ def make_data(folder: Path, images: int) -> list[Path]:
     return files[:images]
 
 
+@dataclass(frozen=True)
+class Receiver:
+    """A running receiver: the AE title to call and its process."""
+
+    ae_title: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process (all its threads) so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def _listening(
     command: list[str],
@@ -79,7 +94,7 @@ def _listening(
     cwd: Path | None = None,
     quiet: bool = False,
     pythonpath: Path | None = None,
-) -> Iterator[None]:
+) -> Iterator[int]:
     """Run a receiver until the block ends; the block starts once ``port`` accepts."""
     out = subprocess.DEVNULL if quiet else None
     env = None
@@ -89,14 +104,14 @@ def _listening(
     proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=out, env=env)
     try:
         wait_for_port(port)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=60)
 
 
 @contextmanager
-def our_scp(work: Path, port: int, source: Path | None = None) -> Iterator[str]:
+def our_scp(work: Path, port: int, source: Path | None = None) -> Iterator[Receiver]:
     """The node's listener; from the ``node/`` package under ``source`` when given."""
     config = work / "node.yaml"
     config.write_text(
@@ -116,8 +131,8 @@ def our_scp(work: Path, port: int, source: Path | None = None) -> Iterator[str]:
         command = [str(BREAST_NODE), "serve", "--config", str(config)]
     else:
         command = [sys.executable, "-m", "node.cli", "serve", "--config", str(config)]
-    with _listening(command, port, cwd=work, pythonpath=source):
-        yield "BREAST_AI"
+    with _listening(command, port, cwd=work, pythonpath=source) as pid:
+        yield Receiver("BREAST_AI", pid)
 
 
 @contextmanager
@@ -135,16 +150,16 @@ def checkout(revision: str) -> Iterator[Path]:
 
 
 @contextmanager
-def storescp(work: Path, port: int) -> Iterator[str]:
+def storescp(work: Path, port: int) -> Iterator[Receiver]:
     out = work / "out"
     out.mkdir()
     command = ["storescp", "+B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out)]
-    with _listening([*command, str(port)], port):
-        yield "STORESCP"
+    with _listening([*command, str(port)], port) as pid:
+        yield Receiver("STORESCP", pid)
 
 
 @contextmanager
-def orthanc(work: Path, port: int) -> Iterator[str]:
+def orthanc(work: Path, port: int) -> Iterator[Receiver]:
     config = work / "orthanc.json"
     config.write_text(
         json.dumps(
@@ -165,12 +180,12 @@ def orthanc(work: Path, port: int) -> Iterator[str]:
         ),
         encoding="utf-8",
     )
-    with _listening([ORTHANC, str(config)], port, quiet=True):
-        yield "ORTHANC"
+    with _listening([ORTHANC, str(config)], port, quiet=True) as pid:
+        yield Receiver("ORTHANC", pid)
 
 
 @contextmanager
-def bare_pynetdicom(work: Path, port: int) -> Iterator[str]:
+def bare_pynetdicom(work: Path, port: int) -> Iterator[Receiver]:
     """A bare pynetdicom listener: each data set streamed to a file, no fsync, no database."""
     out = work / "out"
     out.mkdir()
@@ -181,8 +196,8 @@ def bare_pynetdicom(work: Path, port: int) -> Iterator[str]:
         str(port),
         str(out),
     ]
-    with _listening(command, port):
-        yield "PYNETDICOM"
+    with _listening(command, port) as pid:
+        yield Receiver("PYNETDICOM", pid)
 
 
 def serve_bare(port: int, out: Path) -> None:
@@ -206,7 +221,7 @@ def serve_bare(port: int, out: Path) -> None:
     ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, handle_store)])
 
 
-RECEIVERS: dict[str, Callable[[Path, int], AbstractContextManager[str]]] = {
+RECEIVERS: dict[str, Callable[[Path, int], AbstractContextManager[Receiver]]] = {
     "storescp": storescp,
     "orthanc": orthanc,
     "pynetdicom": bare_pynetdicom,
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             source = stack.enter_context(checkout(args.baseline))
             receivers[f"breast-node @{args.baseline}"] = partial(our_scp, source=source)
         results: dict[tuple[str, int], float] = {}
+        cpu: dict[tuple[str, int], list[float]] = {}
         for senders in (1, 4):
             for run in range(args.repeat):
                 # every receiver once per round, in reverse order every other round
@@ -324,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
                 for name, receiver in order if run % 2 == 0 else reversed(order):
                     with tempfile.TemporaryDirectory(prefix="ingest-", dir=work) as tmp:
                         port = free_port()
-                        with receiver(Path(tmp), port) as ae_title:
-                            seconds = send(port, ae_title, files, senders)
+                        with receiver(Path(tmp), port) as running:
+                            used = running.cpu_seconds()
+                            seconds = send(port, running.ae_title, files, senders)
+                            used = running.cpu_seconds() - used
                     key = (name, senders)
+                    cpu.setdefault(key, []).append(used)
                     results[key] = min(results.get(key, float("inf")), seconds)
 
     print(f"{len(files)} files, {megabytes:.0f} MB, storescu -> receiver on loopback")
@@ -335,17 +354,19 @@ def main(argv: list[str] | None = None) -> int:
         f"disk ({work}): writing a {image_size / 1e6:.0f} MB file takes {write_ms:.1f} ms, "
         f"its fsync {fsync_ms:.1f} ms (median of 5)"
     )
-    print(f"best of {args.repeat} runs per row")
+    print(f"seconds: best of {args.repeat} runs per row; ", end="")
+    print("CPU ms/image: the receiver's own CPU time (all its threads), median of the runs")
     print()
-    print("| receiver | senders | seconds | MB/s | vs storescp |")
-    print("|---|---:|---:|---:|---:|")
+    print("| receiver | senders | seconds | MB/s | vs storescp | CPU ms/image |")
+    print("|---|---:|---:|---:|---:|---:|")
     for senders in (1, 4):
         reference = results[("storescp", senders)]
         for name in receivers:
             seconds = results[(name, senders)]
+            per_image = 1000 * statistics.median(cpu[(name, senders)]) / len(files)
             print(
                 f"| {name} | {senders} | {seconds:.2f} | {megabytes / seconds:.0f} | "
-                f"{reference / seconds:.2f}x |"
+                f"{reference / seconds:.2f}x | {per_image:.0f} |"
             )
     return 0
 
