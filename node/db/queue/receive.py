@@ -43,8 +43,9 @@ def record_instance(
     """
     for attempt in range(5):
         try:
-            with session_factory.begin() as session:
-                return _record(session.connection(), facts, late_policy)
+            # a connection, not a session: nothing here needs the ORM's bookkeeping
+            with session_factory.kw["bind"].begin() as conn:
+                return _record(conn, facts, late_policy)
         except IntegrityError:
             # another process inserted the same study or instance concurrently: retry,
             # which then sees the row (PostgreSQL; SQLite serialises writers)
