@@ -10,12 +10,14 @@ listener (data sets streamed to files, no fsync, no database): the floor of the 
 the node is built on, so that a reader can tell the machine from the node's own code.
 ``--baseline REV`` adds the node's listener as it was at git revision REV (its ``node/``
 package, with this environment's libraries), for before/after figures from the same run.
-``--without NAME`` leaves a receiver out (storescp, the reference, always runs). Runs are
+``--without NAME`` leaves a receiver out (storescp, the reference, always runs).
+``--busy N`` keeps N other processes spinning on the CPU throughout, as a machine that
+also trains or infers would (the table then says how each receiver holds up). Runs are
 interleaved (every receiver once, then again in reverse order) so that drift hits all
 alike.
 
     .venv/bin/python bench/ingest.py [--images 20] [--repeat 2] [--data var/bench/ingest]
-                                     [--baseline REV] [--without orthanc]
+                                     [--baseline REV] [--without orthanc] [--busy N]
 
 Our SCP fsyncs every file and its folder and records it in SQLite (WAL, synchronous=FULL)
 before it answers; storescp (``+B``, bit-preserving) and Orthanc do not fsync each file.
@@ -257,6 +259,20 @@ def send(port: int, ae_title: str, files: list[Path], senders: int) -> float:
     return time.perf_counter() - start
 
 
+def spinner() -> subprocess.Popen[bytes]:
+    """A process that keeps one CPU busy until it is terminated."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+@contextmanager
+def _running(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
@@ -313,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         help="leave this receiver out (repeatable)",
     )
     parser.add_argument(
+        "--busy", type=int, default=0, metavar="N", help="N processes spinning on the CPU meanwhile"
+    )
+    parser.add_argument(
         "--bare-listener", nargs=2, metavar=("PORT", "FOLDER"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -327,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     write_ms, fsync_ms = fsync_cost(work, image_size)
     load_before = load()
     with ExitStack() as stack:
+        for _ in range(args.busy):
+            stack.enter_context(_running(spinner()))
         receivers = {k: v for k, v in RECEIVERS.items() if k not in args.without}
         if args.baseline:
             source = stack.enter_context(checkout(args.baseline))
@@ -349,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[key] = min(results.get(key, float("inf")), seconds)
 
     print(f"{len(files)} files, {megabytes:.0f} MB, storescu -> receiver on loopback")
-    print(f"machine: {machine()}; load average {load_before} before, {load()} after")
+    busy = f", {args.busy} spinning processes meanwhile" if args.busy else ""
+    print(f"machine: {machine()}; load average {load_before} before, {load()} after{busy}")
     print(
         f"disk ({work}): writing a {image_size / 1e6:.0f} MB file takes {write_ms:.1f} ms, "
         f"its fsync {fsync_ms:.1f} ms (median of 5)"
