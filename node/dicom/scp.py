@@ -4,8 +4,9 @@ The C-STORE handler never decodes pixel data. pynetdicom streams the data set, e
 received, into a file in the spool's ``tmp/`` (with file meta; an
 :class:`~node.spool.IncomingFile`, which keeps the spool's watermark while it grows); the
 handler reads a handful of header attributes from it (stopping before Pixel Data), fsyncs
-it, renames it into the spool and fsyncs the folder, records the instance in the
-database, and only then answers Success.
+it (most of it is on disk by then: the file starts its writeback while it grows), renames
+it into the spool and fsyncs the folder, records the instance in the database, and only
+then answers Success.
 """
 
 from __future__ import annotations
@@ -320,6 +321,10 @@ class StorageSCP:
         bound = bound.bind(study_uid=facts.study_uid)
 
         relative = self.spool.relative_path(facts.study_uid, facts.sop_instance_uid)
+        try:  # the fsync, the longest step, before the lock: no one else has this file
+            self.spool.settle(received)
+        except StorageError as exc:
+            return _processing_failure(bound, str(exc))
         # the file is placed and its row committed under the study's lock, under which
         # alone a received file is ever deleted (purge, a failed or refused duplicate)
         with study_lock(self.spool.root, facts.study_uid):

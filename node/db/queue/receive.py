@@ -12,18 +12,23 @@ the sender to be seen, not settled here.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from typing import Any, cast
 
-from node.db.engine import SessionFactory, changed_rows
-from node.db.models import Delivery, Instance, Study, StudyState, utcnow
-from node.db.queue.studies import add_event
+from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from node.db.engine import SessionFactory
+from node.db.models import Delivery, Instance, Study, StudyEvent, StudyState, utcnow
+from node.db.queue.studies import event_row
 from node.db.records import INSTANCE_COLUMNS, InstanceFacts, RecordOutcome
 
 __all__ = ["record_instance"]
 
 _OPEN = StudyState.RECEIVING.value
+_STUDIES = cast(Table, Study.__table__)
+_INSTANCES = cast(Table, Instance.__table__)
+_EVENTS = cast(Table, StudyEvent.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
 
 
 def record_instance(
@@ -38,8 +43,9 @@ def record_instance(
     """
     for attempt in range(5):
         try:
-            with session_factory.begin() as session:
-                return _record(session, facts, late_policy)
+            # a connection, not a session: nothing here needs the ORM's bookkeeping
+            with session_factory.kw["bind"].begin() as conn:
+                return _record(conn, facts, late_policy)
         except IntegrityError:
             # another process inserted the same study or instance concurrently: retry,
             # which then sees the row (PostgreSQL; SQLite serialises writers)
@@ -48,64 +54,87 @@ def record_instance(
     raise AssertionError("unreachable")
 
 
-def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordOutcome:
+def _event(conn: Connection, study_id: int, kind: str, detail: dict[str, Any]) -> None:
+    conn.execute(insert(_EVENTS).values(**event_row(study_id, kind, detail)))
+
+
+def _record(conn: Connection, facts: InstanceFacts, late_policy: str) -> RecordOutcome:
+    # SQL expressions on the tables, not ORM objects: this runs for every received
+    # instance, while the sender waits, and the ORM's unit of work would cost more CPU
+    # than the statements themselves
     now = utcnow()
-    existing = session.scalar(
-        select(Instance).where(Instance.sop_instance_uid == facts.sop_instance_uid)
-    )
+    existing = conn.execute(
+        select(_INSTANCES.c.id, _INSTANCES.c.study_id, _STUDIES.c.study_uid)
+        .join(_STUDIES, _STUDIES.c.id == _INSTANCES.c.study_id)
+        .where(_INSTANCES.c.sop_instance_uid == facts.sop_instance_uid)
+    ).first()
     if existing is not None:
-        holder = session.scalar(select(Study.study_uid).where(Study.id == existing.study_id))
-        if holder != facts.study_uid:
+        instance_id, holder_id, holder_uid = existing
+        if holder_uid != facts.study_uid:
             detail = {
                 "sop_instance_uid": facts.sop_instance_uid,
                 "other_study_uid": facts.study_uid,
                 "calling_ae": facts.calling_ae,
             }
-            add_event(session, existing.study_id, "instance_conflict", detail)
+            _event(conn, holder_id, "instance_conflict", detail)
             return RecordOutcome.CONFLICT
-        existing.receive_count += 1
-        changed_rows(
-            session,
-            update(Study)
-            .where(Study.id == existing.study_id, Study.state == _OPEN)
-            .values(last_received_at=now),  # the sender is still busy with this study
+        conn.execute(
+            update(_INSTANCES)
+            .where(_INSTANCES.c.id == instance_id)
+            .values(receive_count=_INSTANCES.c.receive_count + 1)
+        )
+        conn.execute(
+            update(_STUDIES)
+            .where(_STUDIES.c.id == holder_id, _STUDIES.c.state == _OPEN)
+            .values(last_received_at=now)  # the sender is still busy with this study
         )
         return RecordOutcome.DUPLICATE
 
-    study = session.scalar(select(Study).where(Study.study_uid == facts.study_uid))
+    study = conn.execute(
+        select(
+            _STUDIES.c.id, _STUDIES.c.state, _STUDIES.c.generation, _STUDIES.c.accession_number
+        ).where(_STUDIES.c.study_uid == facts.study_uid)
+    ).first()
     if study is None:
-        study = Study(
-            study_uid=facts.study_uid,
-            accession_number=facts.accession_number,
-            state=_OPEN,
-            generation=1,
-            instance_count=0,
-            calling_ae=facts.calling_ae,
-            first_received_at=now,
-            last_received_at=now,
-            created_at=now,
-            state_changed_at=now,
-        )
-        session.add(study)
-        session.flush()
-        add_event(session, study.id, "created", {"calling_ae": facts.calling_ae})
+        study_id = conn.execute(
+            insert(_STUDIES)
+            .values(
+                study_uid=facts.study_uid,
+                accession_number=facts.accession_number,
+                state=_OPEN,
+                generation=1,
+                instance_count=0,
+                calling_ae=facts.calling_ae,
+                first_received_at=now,
+                last_received_at=now,
+                created_at=now,
+                state_changed_at=now,
+            )
+            .returning(_STUDIES.c.id)
+        ).scalar_one()
+        state, generation, accession = _OPEN, 1, facts.accession_number
+        _event(conn, study_id, "created", {"calling_ae": facts.calling_ae})
+    else:
+        study_id, state, generation, accession = study
+    read_generation = generation
 
     outcome = RecordOutcome.NEW
-    generation = study.generation
     values: dict[str, object] = {
         "last_received_at": now,
-        "instance_count": Study.instance_count + 1,
+        "instance_count": _STUDIES.c.instance_count + 1,
     }
-    if study.state != _OPEN:
-        detail = {"sop_instance_uid": facts.sop_instance_uid, "state": study.state}
+    if state != _OPEN:
+        detail = {"sop_instance_uid": facts.sop_instance_uid, "state": state}
         # an archive that forwards whole studies sends our own results back: reopening
         # the study for them would re-infer it and send new results, forever
-        own_result = session.scalar(
-            select(Delivery.id).where(Delivery.sop_instance_uid == facts.sop_instance_uid).limit(1)
+        own_result = conn.scalar(
+            select(_DELIVERIES.c.id)
+            .where(_DELIVERIES.c.sop_instance_uid == facts.sop_instance_uid)
+            .limit(1)
         )
         if own_result is not None:
             outcome = RecordOutcome.OWN_RESULT
-            add_event(session, study.id, "own_result_received", detail)
+            _event(conn, study_id, "own_result_received", detail)
         elif late_policy == "reprocess":
             outcome = RecordOutcome.REOPENED
             generation += 1
@@ -119,26 +148,27 @@ def _record(session: Session, facts: InstanceFacts, late_policy: str) -> RecordO
                 lease_expires_at=None,
                 attempts=0,
             )
-            add_event(session, study.id, "reopened", {**detail, "generation": generation})
+            _event(conn, study_id, "reopened", {**detail, "generation": generation})
         else:
             outcome = RecordOutcome.LATE_IGNORED
-            add_event(session, study.id, "late_instance_ignored", detail)
-    if facts.accession_number and not study.accession_number:
+            _event(conn, study_id, "late_instance_ignored", detail)
+    if facts.accession_number and not accession:
         values["accession_number"] = facts.accession_number
     # conditional on the state read above, so a concurrent completion is never overwritten
-    updated = changed_rows(
-        session,
-        update(Study)
+    updated = conn.execute(
+        update(_STUDIES)
         .where(
-            Study.id == study.id, Study.state == study.state, Study.generation == study.generation
+            _STUDIES.c.id == study_id,
+            _STUDIES.c.state == state,
+            _STUDIES.c.generation == read_generation,
         )
-        .values(**values),
+        .values(**values)
     )
-    if updated != 1:
+    if updated.rowcount != 1:
         raise IntegrityError("study changed concurrently", None, Exception("retry"))
-    session.add(
-        Instance(
-            study_id=study.id,
+    conn.execute(
+        insert(_INSTANCES).values(
+            study_id=study_id,
             generation=generation,
             received_at=now,
             receive_count=1,

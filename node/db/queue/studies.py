@@ -29,6 +29,7 @@ __all__ = [
     "add_event",
     "claim_holders",
     "claim_next",
+    "event_row",
     "expire_claims",
     "find_study",
     "held_claims",
@@ -42,13 +43,19 @@ __all__ = [
 ]
 
 
+def event_row(study_id: int, kind: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """The columns of a ``study_events`` row: ``kind`` now, with a JSON ``detail``."""
+    return {
+        "study_id": study_id,
+        "at": utcnow(),
+        "kind": kind,
+        "detail": json.dumps(detail, default=str),
+    }
+
+
 def add_event(session: Session, study_id: int, kind: str, detail: dict[str, Any]) -> None:
     """Append an event inside the caller's transaction (see :func:`record_event`)."""
-    session.add(
-        StudyEvent(
-            study_id=study_id, at=utcnow(), kind=kind, detail=json.dumps(detail, default=str)
-        )
-    )
+    session.add(StudyEvent(**event_row(study_id, kind, detail)))
 
 
 def record_event(
