@@ -64,7 +64,8 @@ class _Server(HTTPServer):
     request_queue_size = 64
 
     def __init__(self, view: NodeView, settings: HttpSettings) -> None:
-        super().__init__((settings.host, settings.port), _Handler)
+        # everything server_close() needs exists before the bind, which may fail (a port
+        # in use): HTTPServer closes the server then, and the bind's OSError must surface
         self.view = view
         self.token = settings.token
         self.request_timeout = settings.request_timeout
@@ -79,6 +80,7 @@ class _Server(HTTPServer):
         self._intake = RequestIntake(
             self._complete, timeout=settings.request_timeout, limit=settings.max_connections
         )
+        super().__init__((settings.host, settings.port), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # on the accepting thread: the request is read on the intake's thread
