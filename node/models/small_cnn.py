@@ -23,7 +23,14 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-__all__ = ["GLOBAL_POOLS", "BreastCNNSmall", "GlobalPool", "breast_cnn_small", "global_pool_2d"]
+__all__ = [
+    "GLOBAL_POOLS",
+    "BreastCNNSmall",
+    "GlobalPool",
+    "breast_cnn_small",
+    "create_small",
+    "global_pool_2d",
+]
 
 GlobalPool = Literal["avg", "max", "avgmax", "catavgmax"]
 """Global pooling of the last feature map (timm's names)."""
@@ -119,16 +126,18 @@ class BreastCNNSmall(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def breast_cnn_small(pretrained: bool = False, **kwargs: Any) -> BreastCNNSmall:
-    """timm entry point. There are no published weights: ``pretrained`` must be False."""
+def create_small(cls: type[BreastCNNSmall], name: str, pretrained: bool, kwargs: Any) -> Any:
+    """Build ``cls`` for timm's entry point ``name``, with timm's ``pretrained_cfg``.
+
+    There are no published weights for these networks: ``pretrained`` must be False.
+    """
     if pretrained:
-        raise ValueError("breast_cnn_small has no pretrained weights; load a model folder instead")
+        raise ValueError(f"{name} has no pretrained weights; load a model folder instead")
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
-    model = BreastCNNSmall(**kwargs)
+    model = cls(**kwargs)
     model.pretrained_cfg = {  # type: ignore[assignment]
-        "architecture": "breast_cnn_small",
+        "architecture": name,
         "input_size": (model.in_chans, 1024, 512),
         "num_classes": model.num_classes,
         "mean": (0.5,) * model.in_chans,
@@ -136,4 +145,11 @@ def breast_cnn_small(pretrained: bool = False, **kwargs: Any) -> BreastCNNSmall:
         "first_conv": "stem.0",
         "classifier": "fc",
     }
+    return model
+
+
+@register_model
+def breast_cnn_small(pretrained: bool = False, **kwargs: Any) -> BreastCNNSmall:
+    """timm entry point. There are no published weights: ``pretrained`` must be False."""
+    model: BreastCNNSmall = create_small(BreastCNNSmall, "breast_cnn_small", pretrained, kwargs)
     return model

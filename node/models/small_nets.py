@@ -23,7 +23,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from node.models.small_cnn import BreastCNNSmall
+from node.models.small_cnn import BreastCNNSmall, create_small
 
 __all__ = ["BreastResNetSmall", "BreastSepConvSmall", "breast_resnet_small", "breast_sepconv_small"]
 
@@ -71,35 +71,19 @@ class BreastSepConvSmall(BreastCNNSmall):
         return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 
-def _create(cls: type[BreastCNNSmall], name: str, pretrained: bool, kwargs: Any) -> Any:
-    if pretrained:
-        raise ValueError(f"{name} has no pretrained weights; load a model folder instead")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    model = cls(**kwargs)
-    model.pretrained_cfg = {  # type: ignore[assignment]
-        "architecture": name,
-        "input_size": (model.in_chans, 1024, 512),
-        "num_classes": model.num_classes,
-        "mean": (0.5,) * model.in_chans,
-        "std": (0.5,) * model.in_chans,
-        "first_conv": "stem.0",
-        "classifier": "fc",
-    }
-    return model
-
-
 @register_model
 def breast_resnet_small(pretrained: bool = False, **kwargs: Any) -> BreastResNetSmall:
     """timm entry point of :class:`BreastResNetSmall` (``pretrained`` must be False)."""
-    model: BreastResNetSmall = _create(BreastResNetSmall, "breast_resnet_small", pretrained, kwargs)
+    model: BreastResNetSmall = create_small(
+        BreastResNetSmall, "breast_resnet_small", pretrained, kwargs
+    )
     return model
 
 
 @register_model
 def breast_sepconv_small(pretrained: bool = False, **kwargs: Any) -> BreastSepConvSmall:
     """timm entry point of :class:`BreastSepConvSmall` (``pretrained`` must be False)."""
-    model: BreastSepConvSmall = _create(
+    model: BreastSepConvSmall = create_small(
         BreastSepConvSmall, "breast_sepconv_small", pretrained, kwargs
     )
     return model
