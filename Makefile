@@ -134,6 +134,12 @@ bench-ingest: $(VENV)/.installed-test system-deps
 bench-e2e: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/e2e.py $(BENCH_ARGS)
 
+# Every table of docs/benchmarks.md in one run, each into its own file under
+# var/bench/all-<date>/ (about 40 minutes; nothing else should run on the machine).
+.PHONY: bench-all
+bench-all: $(VENV)/.installed-test system-deps
+	PYTHON=$(BIN)/python bench/all.sh
+
 # A local Orthanc (routing script from deploy/orthanc/) and the node, a few synthetic
 # studies pushed into Orthanc, results back in Orthanc; data under var/demo/. Stays up
 # until Ctrl-C or `make demo-stop`. Uses models/demo when present (make demo-model).
