@@ -135,7 +135,7 @@ bench-e2e: $(VENV)/.installed-test system-deps
 	$(BIN)/python bench/e2e.py $(BENCH_ARGS)
 
 # Every table of docs/benchmarks.md in one run, each into its own file under
-# var/bench/all-<date>/ (about 40 minutes; nothing else should run on the machine).
+# var/bench/all-<date>/ (about 30 minutes; nothing else should run on the machine).
 .PHONY: bench-all
 bench-all: $(VENV)/.installed-test system-deps
 	PYTHON=$(BIN)/python bench/all.sh

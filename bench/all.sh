@@ -3,7 +3,7 @@
 # per table, each call's output in its own file under OUTDIR (default
 # var/bench/all-<date>), with the machine and the revision at the top of each.
 #
-#   bench/all.sh [OUTDIR]            # about 40 minutes on a quiet 2-core machine
+#   bench/all.sh [OUTDIR]            # about 30 minutes on a quiet 2-core machine
 #   BENCH_SECTIONS="ingest decode" bench/all.sh   # some of them
 #
 # Sections, in order: ingest (quiet), ingest-busy (two processes spinning on the CPU),

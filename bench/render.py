@@ -29,6 +29,7 @@ import torch
 
 from node.config import Settings
 from node.inference.engine import ImageInput, InferenceEngine, StudyInput
+from node.log import configure_logging
 from node.outputs import build_outputs
 from node.results import StudyResult
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings.model_validate({"inference": {"device": "cpu"}})
+    configure_logging(settings.logging)  # the node's log lines to stderr, the table to stdout
     outputs = settings.outputs
     plain = InferenceEngine.load(args.model, settings.inference)
     keeping = InferenceEngine.load(args.model, settings.inference, display_size=outputs.sc_size)
