@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from node.imaging.dataset import read_dataset
 from node.imaging.geometry import Geometry
 from node.imaging.preprocess import (
+    PREPROCESSING_REVISION,
     Preprocessed,
     PreprocessOptions,
     preprocess_array,
@@ -137,10 +138,9 @@ def _key(sample: Sample, options: PreprocessOptions, dtype: str) -> str:
     stat = sample.path.stat()
     text = (
         f"{sample.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{options}|"
-        f"{[str(p) for p in sample.mask_paths]}|{sample.shapes}"
+        f"{[str(p) for p in sample.mask_paths]}|{sample.shapes}|{dtype}|"
+        f"revision {PREPROCESSING_REVISION}"
     )
-    if dtype != "float32":  # float32 entries keep the keys they always had
-        text += f"|{dtype}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 

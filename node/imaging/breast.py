@@ -1,9 +1,14 @@
 """Where the breast is in a mammogram, and the image area of an ultrasound frame.
 
 Both run on a reduced copy of the image (at most 512 pixels on its long side): the
-breast is the largest Otsu component (:func:`breast_box`), the side it leans on decides
-the canonical flip (:func:`chest_wall_side`), and an ultrasound frame's image area is
-its largest non-black component (:func:`ultrasound_box`).
+breast is the largest component brighter than the background (:func:`breast_box`), the
+side it leans on decides the canonical flip (:func:`chest_wall_side`), and an
+ultrasound frame's image area is its largest non-black component (:func:`ultrasound_box`).
+
+The background level is the lower of two three-class Otsu thresholds (background,
+tissue, the brightest structures), not the two-class one: on an MLO whose pectoral
+muscle is much brighter than the breast tissue, two classes put the tissue with the
+background and the crop kept the muscle alone.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "mask_stride",
     "otsu_mask",
     "otsu_threshold",
+    "otsu_thresholds",
     "side_from_mask",
     "ultrasound_box",
 ]
@@ -58,6 +64,32 @@ def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
+def otsu_thresholds(values: npt.ArrayLike, bins: int = 256) -> tuple[float, float]:
+    """The two thresholds that best split ``values`` into three classes (Otsu's
+    criterion, the between-class variance, over every pair of histogram bins)."""
+    data = np.asarray(values, dtype=np.float64).ravel()
+    low, high = float(data.min()), float(data.max())
+    if high <= low:
+        return low, low
+    hist, edges = np.histogram(data, bins=bins, range=(low, high))
+    centres = (edges[:-1] + edges[1:]) / 2
+    # classes [0, i], (i, j], (j, bins): weights and first moments from cumulative sums
+    weight = np.cumsum(hist).astype(np.float64)
+    moment = np.cumsum(hist * centres)
+    w0, m0 = weight[:, None], moment[:, None]
+    w1, m1 = weight[None, :] - w0, moment[None, :] - m0
+    w2, m2 = weight[-1] - weight[None, :], moment[-1] - moment[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = m0**2 / w0 + m1**2 / w1 + m2**2 / w2
+    i, j = np.indices(score.shape)
+    valid = (i < j) & (w0 > 0) & (w1 > 0) & (w2 > 0)
+    if not valid.any():
+        single = otsu_threshold(data, bins)
+        return single, single
+    best = np.unravel_index(int(np.argmax(np.where(valid, score, -np.inf))), score.shape)
+    return float(centres[best[0]]), float(centres[best[1]])
+
+
 def _largest_component_box(
     mask: npt.NDArray[np.bool_], stride: int, shape: tuple[int, int]
 ) -> Box | None:
@@ -86,8 +118,10 @@ def _small(image: FloatImage) -> tuple[FloatImage, int]:
 
 
 def otsu_mask(small: FloatImage) -> npt.NDArray[np.bool_]:
+    """Everything brighter than the background: above the lower three-class threshold."""
     smooth = ndimage.uniform_filter(small, size=5)
-    return np.asarray(smooth > otsu_threshold(smooth))
+    background, _ = otsu_thresholds(smooth)
+    return np.asarray(smooth > background)
 
 
 def breast_mask(image: FloatImage) -> tuple[npt.NDArray[np.bool_], int]:
@@ -97,7 +131,8 @@ def breast_mask(image: FloatImage) -> tuple[npt.NDArray[np.bool_], int]:
 
 
 def breast_box(image: FloatImage) -> Box:
-    """Bounding box of the breast: the largest Otsu component; the whole image if none."""
+    """Bounding box of the breast: the largest component above the background level
+    (:func:`otsu_mask`); the whole image if there is none."""
     mask, stride = breast_mask(image)
     return box_from_mask(mask, stride, (int(image.shape[0]), int(image.shape[1])))
 

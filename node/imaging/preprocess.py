@@ -44,11 +44,19 @@ from node.imaging.pixels import decode_stored, lookup, to_unit_range, unit_table
 from node.imaging.transforms import clahe, fit_longest_side, resize_and_pad
 
 __all__ = [
+    "PREPROCESSING_REVISION",
     "PreprocessOptions",
     "Preprocessed",
     "preprocess_array",
     "preprocess_dataset",
 ]
+
+
+# Raised whenever the same image and options give another model input (revision 2: the
+# breast is everything above the background, not the brighter of two Otsu classes).
+# Training caches are keyed on it, so a model never trains on inputs the node no longer
+# computes.
+PREPROCESSING_REVISION = 2
 
 
 @dataclass(frozen=True)

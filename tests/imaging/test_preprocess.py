@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
+from scipy import ndimage
 
 from node.errors import InferenceError
 from node.imaging.breast import breast_box, otsu_threshold, ultrasound_box
@@ -179,6 +180,44 @@ def test_breast_box_finds_the_breast_and_ignores_a_small_marker() -> None:
     rows, cols = np.nonzero(breast_phantom(rows=200, cols=120, side="left"))
     assert left == 0 and abs(top - rows.min()) <= 1 and abs(bottom - rows.max() - 1) <= 1
     assert abs(right - cols.max() - 1) <= 1
+
+
+def test_breast_box_keeps_the_breast_when_the_pectoral_muscle_is_brightest() -> None:
+    # an MLO whose pectoral muscle is far brighter than the breast tissue: background,
+    # tissue and muscle in the proportions of a synthetic MLO that cropped to the muscle
+    rows, cols = 512, 416
+    y, x = np.mgrid[0:rows, 0:cols]
+    breast = ((y - 256) / 250.0) ** 2 + (x / 300.0) ** 2 <= 1.0
+    muscle = breast & (x < 150 - 0.55 * y)
+    texture = ndimage.gaussian_filter(np.random.default_rng(0).random((rows, cols)), 8)
+    texture = (texture - texture.min()) / np.ptp(texture)
+    image = np.full((rows, cols), 0.01, dtype=np.float32)
+    image[breast] = (0.15 + 0.35 * texture)[breast]
+    image[muscle] = 0.9
+    assert otsu_threshold(image) > 0.4  # two classes: the muscle against everything else
+    top, left, bottom, right = breast_box(image)
+    breast_rows, breast_cols = np.nonzero(breast)
+    assert left == 0 and abs(top - breast_rows.min()) <= 2
+    assert abs(bottom - breast_rows.max() - 1) <= 2 and abs(right - breast_cols.max() - 1) <= 2
+
+
+def test_every_synthetic_lesion_and_the_whole_breast_stay_inside_the_crop(synthetic) -> None:  # type: ignore[no-untyped-def]
+    # seed 4: the right MLO of the second study has a bright pectoral muscle and a cancer
+    # low in the breast, which a crop to the muscle would cut away
+    from training.datasets import load_dataset
+
+    samples = load_dataset("synthetic", synthetic(studies=2, seed=4))
+    for sample in samples:
+        ds = pydicom.dcmread(sample.path)
+        unit = to_unit_range(ds, decode(ds))
+        geometry = preprocess_dataset(ds, OPTIONS).geometry
+        top, left, bottom, right = geometry.crop
+        inside = np.zeros(unit.shape, dtype=bool)
+        inside[top:bottom, left:right] = True
+        tissue = unit > 0.1  # the breast; the crop may shave the faint skin line
+        assert (tissue & inside).sum() >= 0.97 * tissue.sum(), sample.path
+        for x0, y0, x1, y1 in sample.boxes:
+            assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, sample.path
 
 
 def test_breast_box_falls_back_to_the_whole_image() -> None:

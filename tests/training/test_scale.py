@@ -48,6 +48,20 @@ def test_uint16_cache_takes_two_bytes_a_pixel(tiny_data: tuple[Path, Path], tmp_
     np.testing.assert_allclose(load_cached(half[0].image), load_cached(wide[0].image), atol=1e-3)
 
 
+def test_a_new_preprocessing_revision_is_not_served_from_an_old_cache(
+    tiny_data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.imaging.preprocess import PreprocessOptions
+
+    samples = load_dataset("synthetic", tiny_data[1])[:1]
+    options = PreprocessOptions(height=128, width=64)
+    labels = ("normal", "benign", "malignant")
+    (before,) = cache_images(samples, options, labels, tmp_path)
+    monkeypatch.setattr("training.data.PREPROCESSING_REVISION", 10**6)
+    (after,) = cache_images(samples, options, labels, tmp_path)
+    assert after.image != before.image and after.image.exists()
+
+
 def test_warm_up_then_cosine() -> None:
     model = nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
