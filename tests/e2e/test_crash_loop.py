@@ -6,19 +6,35 @@ the study failed (with its failure report, to a dcmtk ``storescp``) once
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
+from node.config import Settings
 from node.db.reads import events_of
 from tests.conftest import free_port, wait_until
-from tests.e2e.conftest import database, e2e_config, load, storescu, study_state, wait_for_state
+from tests.e2e.conftest import (
+    database,
+    e2e_config,
+    load,
+    storescu,
+    study_row,
+    study_state,
+    wait_for_state,
+)
 from tests.helpers.node import Node, StoreSCP
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 DEFAULT_ATTEMPTS = 3  # worker.max_attempts
+
+
+def claimed(settings: Settings, attempts: int) -> bool:
+    """Whether the study is being inferred under its ``attempts``-th claim."""
+    row = study_row(settings)
+    return row is not None and row.state == "processing" and row.attempts == attempts
 
 
 def test_a_study_that_kills_the_node_each_time_is_failed_after_max_attempts(
@@ -41,9 +57,10 @@ def test_a_study_that_kills_the_node_each_time_is_failed_after_max_attempts(
             node.start()
             if attempt == 0:
                 storescu(settings.node.port, mg_study)
-            assert wait_until(lambda: study_state(settings) == "processing", 120, 0.02), (
-                study_state(settings)
-            )
+            # this start's own claim: the killed node left the study in 'processing',
+            # so the state alone would let the kill land before the new claim
+            this_claim = partial(claimed, settings, attempt + 1)
+            assert wait_until(this_claim, 120, 0.02), study_state(settings)
             node.kill()
         node.start()
         study = wait_for_state(settings, "failed", "done")
