@@ -47,14 +47,25 @@ _MASK_LONG_SIDE = 512
 _US_BLACK = 0.02
 
 
-def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
-    """Otsu's threshold of ``values`` (the level that best separates two classes)."""
+def _histogram(
+    values: npt.ArrayLike, bins: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | float:
+    """Counts and bin centres of ``values`` over their range; the value itself when they
+    are all equal (any threshold is then that value)."""
     data = np.asarray(values, dtype=np.float64).ravel()
     low, high = float(data.min()), float(data.max())
     if high <= low:
         return low
     hist, edges = np.histogram(data, bins=bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2
+    return hist, (edges[:-1] + edges[1:]) / 2
+
+
+def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` (the level that best separates two classes)."""
+    histogram = _histogram(values, bins)
+    if isinstance(histogram, float):
+        return histogram
+    hist, centres = histogram
     weight_low = np.cumsum(hist)
     weight_high = weight_low[-1] - weight_low
     sum_low = np.cumsum(hist * centres)
@@ -67,12 +78,10 @@ def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
 def otsu_thresholds(values: npt.ArrayLike, bins: int = 256) -> tuple[float, float]:
     """The two thresholds that best split ``values`` into three classes (Otsu's
     criterion, the between-class variance, over every pair of histogram bins)."""
-    data = np.asarray(values, dtype=np.float64).ravel()
-    low, high = float(data.min()), float(data.max())
-    if high <= low:
-        return low, low
-    hist, edges = np.histogram(data, bins=bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2
+    histogram = _histogram(values, bins)
+    if isinstance(histogram, float):
+        return histogram, histogram
+    hist, centres = histogram
     # classes [0, i], (i, j], (j, bins): weights and first moments from cumulative sums
     weight = np.cumsum(hist).astype(np.float64)
     moment = np.cumsum(hist * centres)
@@ -83,8 +92,8 @@ def otsu_thresholds(values: npt.ArrayLike, bins: int = 256) -> tuple[float, floa
         score = m0**2 / w0 + m1**2 / w1 + m2**2 / w2
     i, j = np.indices(score.shape)
     valid = (i < j) & (w0 > 0) & (w1 > 0) & (w2 > 0)
-    if not valid.any():
-        single = otsu_threshold(data, bins)
+    if not valid.any():  # fewer than three occupied levels: two classes
+        single = otsu_threshold(values, bins)
         return single, single
     best = np.unravel_index(int(np.argmax(np.where(valid, score, -np.inf))), score.shape)
     return float(centres[best[0]]), float(centres[best[1]])
