@@ -208,11 +208,18 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+# Rounds run before timing. The first calls in a fresh process are slow (the first
+# explicit-VR image: 32, 22, 15, then 13 ms); with a single warm-up round, the first row
+# of the table read 12 or 21 ms from one run to the next.
+WARM_UP_ROUNDS = 3
+
+
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median ms of each function, the functions taking turns (so drift hits all alike)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up
-        fn()
+    for _ in range(WARM_UP_ROUNDS):
+        for fn in fns.values():
+            fn()
     for _ in range(repeats):
         for name, fn in fns.items():
             gc.collect()
