@@ -259,6 +259,7 @@ def _export_options(args: argparse.Namespace, runs: tuple[Path, ...]) -> Any:
         weights=args.weights,
         half=args.half,
         progress=True,
+        output_stride=args.output_stride,
     )
 
 
@@ -304,6 +305,14 @@ def _model_folder_arguments(parser: argparse.ArgumentParser, *, required: bool =
         help="ensemble weights on validation (auto: fitted only if they beat equal weights)",
     )
     parser.add_argument("--half", action="store_true", help="store weights as float16")
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),  # node.models.registry.OUTPUT_STRIDES (imports torch)
+        default=None,
+        help="serve the members at this output stride (finer Grad-CAM maps) instead of the "
+        "trained one; calibration and thresholds are fitted at it",
+    )
 
 
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

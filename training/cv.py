@@ -154,7 +154,7 @@ def run_cv(
     fold_aucs: dict[str, float] = {}
     for arch in archs:
         for k in range(folds):
-            run = load_run(fold_configs[(arch, k)].output)
+            run = load_run(fold_configs[(arch, k)].output, output_stride=options.output_stride)
             indices = [position[_key(s)] for s in parts[k].val]
             fit = fit_member(run, samples, indices, options.tta, progress=options.progress)
             fits.append(fit)

@@ -87,6 +87,10 @@ class ExportOptions:
     progress: bool = False
     seed: int = 0
     """Seed of the bootstrap behind ``weights: auto``."""
+    output_stride: int | None = None
+    """Serve every member at this output stride instead of the one it trained with (the
+    same weights: strides are not weights); ``None`` keeps each run's own. Temperatures and
+    thresholds are fitted at the stride served."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,11 @@ class Run:
         return int(self.info["config"]["seed"])
 
 
-def load_run(folder: Path) -> Run:
-    """Read ``run.json`` and ``best.pt`` of a training run."""
+def load_run(folder: Path, *, output_stride: int | None = None) -> Run:
+    """Read ``run.json`` and ``best.pt`` of a training run.
+
+    ``output_stride`` builds the model at that stride instead of the trained one.
+    """
     folder = Path(folder)
     try:
         info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
@@ -124,7 +131,7 @@ def load_run(folder: Path) -> Run:
     labels = tuple(config["model"]["labels"])
     spec = InputSpec.model_validate(info["input"])
     global_pool = config["model"].get("global_pool")
-    output_stride = config["model"].get("output_stride")
+    output_stride = output_stride or config["model"].get("output_stride")
     model = create_model(
         config["model"]["architecture"],
         num_classes=len(labels),
@@ -310,7 +317,7 @@ def export_fitted(
 
 def export_model(options: ExportOptions, *, say: Callable[[str], None] | None = None) -> ModelCard:
     """Calibrate the runs on validation data and write the model folder; returns its card."""
-    runs = [load_run(folder) for folder in options.runs]
+    runs = [load_run(folder, output_stride=options.output_stride) for folder in options.runs]
     if options.val_data is not None:
         samples = official_part(options.val_data, options.dataset, options.split)
         where = f"{options.val_data.name}" + (

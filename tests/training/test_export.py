@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from node.config import InferenceSettings
 from node.inference.engine import ImageInput, InferenceEngine, StudyInput
@@ -14,7 +15,7 @@ from training.cli import main
 from training.config import TrainConfig
 from training.datasets import load_dataset
 from training.evaluate import evaluate_model
-from training.export import ExportOptions, export_model
+from training.export import ExportOptions, export_model, fit_member, load_run
 from training.train import train
 
 
@@ -174,3 +175,38 @@ def test_export_without_val_data_uses_the_runs_validation_part(
     assert text.startswith(("equal weights", "nll weights")) and "cross-fitted" in text
     if text.startswith("equal"):
         assert [m.weight for m in card.ensemble.members] == [0.5, 0.5]
+
+
+def test_export_at_another_output_stride_serves_and_calibrates_there(
+    runs: list[Path], tiny_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--output-stride 8``: the same weights, a finer last feature map, fitted at it."""
+    out = tmp_path / "fine"
+    code = main(
+        [
+            "export",
+            "--run",
+            str(runs[0]),
+            "--val-data",
+            str(tiny_data[1]),
+            "--out",
+            str(out),
+            "--name",
+            "fine",
+            "--output-stride",
+            "8",
+        ]
+    )
+    assert code == 0
+    (member,) = load_model_folder(out).members
+    assert member.spec.output_stride == 8
+    with torch.no_grad():
+        features = member.model.forward_features(torch.zeros(1, 1, 64, 32))
+    assert tuple(features.shape[-2:]) == (8, 4)  # 64 x 32 input / 8
+
+    samples = load_dataset("synthetic", tiny_data[1])
+    everything = range(len(samples))
+    fine = fit_member(load_run(runs[0], output_stride=8), samples, everything, "flip")
+    trained = fit_member(load_run(runs[0]), samples, everything, "flip")
+    assert member.spec.temperature == pytest.approx(fine.temperature, abs=1e-3)
+    assert fine.temperature != pytest.approx(trained.temperature, abs=1e-3)
