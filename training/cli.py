@@ -258,7 +258,7 @@ def _export_options(args: argparse.Namespace, runs: tuple[Path, ...]) -> Any:
         tta=args.tta,
         weights=args.weights,
         half=args.half,
-        progress=True,
+        progress=not getattr(args, "quiet", False),
         output_stride=args.output_stride,
     )
 

@@ -79,7 +79,9 @@ def test_cv_trains_one_member_per_fold_and_calibrates_out_of_fold(
 
     # --resume keeps finished folds; --fold K trains (or keeps) that fold only
     assert main([*args, "--resume", "--tta", "none"]) == 0
-    assert "finished earlier, kept" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "finished earlier, kept" in err
+    assert "it/s" not in err  # --quiet: no progress bars while calibrating either
     assert main(["cv", "--config", str(path), "--fold", "1", "--resume", "--quiet"]) == 0
     assert capsys.readouterr().err.count("kept") == 1
     # a finished fold of another config is not silently mixed in
