@@ -179,9 +179,9 @@ endef
 # docs/training.md.
 DEMO_DIR ?= var/demo
 DEMO_OUT ?= models/demo
-DEMO_STUDIES ?= 800
+DEMO_STUDIES ?= 1600
 DEMO_TEST_STUDIES ?= 200
-DEMO_TEST_SEED ?= 2611
+DEMO_TEST_SEED ?= 7477
 DEMO_FOLDS ?= 4
 DEMO_SET := --set data.root=$(DEMO_DIR)/train --set data.cache_dir=$(DEMO_DIR)/cache \
 	--set data.folds=$(DEMO_FOLDS) --set output=$(DEMO_DIR)/cv
@@ -202,7 +202,7 @@ demo-model-train: $(VENV)/.installed-test
 	if [ $$failed = 1 ]; then tail -n 20 $(DEMO_DIR)/cv/fold*.log; exit 1; fi
 	rm -f $(DEMO_OUT)/*.safetensors $(DEMO_OUT)/*-metrics.csv
 	$(BIN)/breast-train cv --config training/configs/demo.yaml --quiet --resume $(DEMO_SET) \
-	  --out $(DEMO_OUT) --name demo --version 3.0.0 \
+	  --out $(DEMO_OUT) --name demo --version 4.0.0 \
 	  --card training/configs/demo-card.yaml --tta flip --weights auto --half
 
 demo-model-evaluate: $(VENV)/.installed-test

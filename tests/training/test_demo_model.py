@@ -37,7 +37,7 @@ def test_demo_folder_matches_its_card() -> None:
         assert key in card.metrics.values
 
 
-def test_every_member_contributes_and_the_ensemble_beats_its_average_member() -> None:
+def test_every_member_contributes_and_the_ensemble_reaches_its_best_member() -> None:
     card = load_model_folder(DEMO).card
     members = card.ensemble.members
     total = sum(m.weight for m in members)
@@ -49,11 +49,10 @@ def test_every_member_contributes_and_the_ensemble_beats_its_average_member() ->
         assert {m.weight for m in members} == {members[0].weight}
     values = card.metrics.values
     member_aucs = [values[f"auc_image_member_{m.name}"] for m in members]
-    # averaging must not lose to the members it averages; on the held-out images the
-    # ensemble is above three members and below the best one (docs/training.md: not yet
-    # "at least its best member")
-    assert values["auc_image"] >= sum(member_aucs) / len(member_aucs)
-    assert values["auc_image"] > sorted(member_aucs)[0]
+    # on the held-out images the ensemble is at least as good as its best member (by
+    # 0.0001 at an AUC of 0.999: docs/training.md gives the paired interval)
+    assert values["auc_image"] >= max(member_aucs)
+    assert values["auc_image"] > sum(member_aucs) / len(member_aucs)
     # the members disagree on some images: the node's uncertainty output is not flat
     assert values["disagreement_cancer_p90"] >= 0.05
     assert values["disagreement_other_p90"] > 0.0
@@ -66,7 +65,7 @@ def test_held_out_seed_is_the_makefiles_and_recorded_in_the_card() -> None:
     assert seed is not None
     assert f"seed {seed.group(1)}" in card.training_data.description
     # not the training seed, nor a seed spent on an earlier version or on development
-    for seed_in_use in ("101", "909", "3030"):
+    for seed_in_use in ("101", "909", "3030", "2611"):
         assert seed.group(1) != seed_in_use
 
 
@@ -75,6 +74,7 @@ def test_localisation_is_recorded_per_lesion_type_with_intervals() -> None:
     for kind in MALIGNANT_TYPES:
         low, high = values[f"cam_{kind}_ci95_low"], values[f"cam_{kind}_ci95_high"]
         assert 0.0 <= low <= values[f"cam_{kind}"] <= high <= 1.0
+        assert values[f"cam_{kind}"] >= 0.8, kind  # the aim for every lesion type
     for what in ("sensitivity", "specificity"):
         assert f"{what}_study_sens90_ci95_low" in values
 
